@@ -1,0 +1,147 @@
+import { sql } from 'kysely';
+import type { Executor } from './database.ts';
+import type { Message, MessageStatus, NewMessage, Recipient, Verdict } from './schema.ts';
+
+export interface AttachmentInfo {
+  filename: string | null;
+  content_type: string;
+  size: number;
+}
+
+export interface EventInput {
+  type: string;
+  detail?: Record<string, unknown>;
+}
+
+/** The accepted message, its recipients, attachments and `accepted` event, on one executor. */
+export async function insertAcceptedMessage(
+  db: Executor,
+  message: Omit<NewMessage, 'verdicts'> & { verdicts: Verdict[] },
+  recipients: string[],
+  attachments: AttachmentInfo[],
+): Promise<void> {
+  await db.insertInto('messages').values({ ...message, verdicts: JSON.stringify(message.verdicts) }).execute();
+  await db
+    .insertInto('recipients')
+    .values(recipients.map((address) => ({ message_id: message.id, address })))
+    .execute();
+  if (attachments.length) {
+    await db
+      .insertInto('attachments')
+      .values(attachments.map((a) => ({ message_id: message.id, ...a })))
+      .execute();
+  }
+  await insertEvent(db, { id: message.id, tenant_id: message.tenant_id, tag: message.tag ?? 'untagged' }, {
+    type: 'accepted',
+    detail: { recipients: recipients.length, route: message.route_name },
+  });
+}
+
+export async function insertEvent(
+  db: Executor,
+  message: { id: string; tenant_id: string; tag: string },
+  event: EventInput,
+): Promise<void> {
+  await db
+    .insertInto('events')
+    .values({
+      message_id: message.id,
+      tenant_id: message.tenant_id,
+      tag: message.tag,
+      type: event.type,
+      detail: JSON.stringify(event.detail ?? {}),
+    })
+    .execute();
+}
+
+export async function findByIdempotencyKey(db: Executor, tenantId: string, key: string): Promise<{ id: string } | undefined> {
+  return await db
+    .selectFrom('messages')
+    .select('id')
+    .where('tenant_id', '=', tenantId)
+    .where('idempotency_key', '=', key)
+    .where('created_at', '>', new Date(Date.now() - 24 * 3600_000))
+    .executeTakeFirst();
+}
+
+/** One message; tenantId undefined only for admin callers, who see every tenant. */
+export async function findMessage(db: Executor, id: string, tenantId?: string): Promise<Message | undefined> {
+  let q = db.selectFrom('messages').selectAll().where('id', '=', id);
+  if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
+  return await q.executeTakeFirst();
+}
+
+export async function lockMessage(db: Executor, id: string): Promise<Message | undefined> {
+  return await db.selectFrom('messages').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+}
+
+export async function listRecipients(db: Executor, messageId: string): Promise<Recipient[]> {
+  return await db.selectFrom('recipients').selectAll().where('message_id', '=', messageId).orderBy('id').execute();
+}
+
+export async function listAttempts(db: Executor, messageId: string) {
+  return await db.selectFrom('attempts').selectAll().where('message_id', '=', messageId).orderBy('id').execute();
+}
+
+export async function listEvents(db: Executor, messageId: string) {
+  return await db.selectFrom('events').select(['type', 'at', 'detail']).where('message_id', '=', messageId).orderBy('id').execute();
+}
+
+export async function listAttachments(db: Executor, messageId: string) {
+  return await db.selectFrom('attachments').select(['filename', 'content_type', 'size']).where('message_id', '=', messageId).orderBy('id').execute();
+}
+
+export async function insertAttempt(
+  db: Executor,
+  attempt: { message_id: string; route_id: string | null; route_name: string; number: number; outcome: 'sent' | 'deferred' | 'failed'; response: string | null; duration_ms: number },
+): Promise<void> {
+  await db.insertInto('attempts').values(attempt).execute();
+}
+
+export async function updateRecipient(db: Executor, messageId: string, address: string, status: MessageStatus, response: string | null): Promise<void> {
+  await db
+    .updateTable('recipients')
+    .set({ status, response, updated_at: new Date() })
+    .where('message_id', '=', messageId)
+    .where('address', '=', address)
+    .execute();
+}
+
+export async function updateMessage(
+  db: Executor,
+  id: string,
+  patch: Partial<{ status: MessageStatus; attempts: number; job_id: string | null; next_attempt_at: Date | null; sent_at: Date | null; route_id: string | null; route_name: string }>,
+): Promise<void> {
+  await db.updateTable('messages').set({ ...patch, updated_at: new Date() }).where('id', '=', id).execute();
+}
+
+/**
+ * Messages that should be waiting in the queue but whose job is gone (pg-boss lost or
+ * expired it, or an enqueue was interrupted): the reconciler gives each a new job.
+ */
+export async function findOrphans(db: Executor, olderThanSeconds: number, limit: number): Promise<{ id: string; route_id: string; next_attempt_at: Date | null }[]> {
+  const r = await sql<{ id: string; route_id: string; next_attempt_at: Date | null }>`
+    SELECT m.id, m.route_id, m.next_attempt_at
+      FROM messages m
+     WHERE m.status IN ('queued', 'deferred')
+       AND m.route_id IS NOT NULL
+       AND m.updated_at < now() - make_interval(secs => ${olderThanSeconds})
+       AND NOT EXISTS (
+             SELECT 1 FROM pgboss.job j
+              WHERE j.name = 'route.' || m.route_id::text
+                AND j.id = m.job_id
+                AND j.state IN ('created', 'retry', 'active'))
+     ORDER BY m.updated_at
+     LIMIT ${limit}`.execute(db);
+  return r.rows;
+}
+
+export async function countByStatus(db: Executor, tenantId: string): Promise<Record<string, number>> {
+  const rows = await db
+    .selectFrom('messages')
+    .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('tenant_id', '=', tenantId)
+    .groupBy('status')
+    .execute();
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+}

@@ -1,0 +1,169 @@
+// Kysely's view of the tables in migrations/. Keep in step with the migrations.
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+type UpdatedAt = ColumnType<Date, Date | string | undefined, Date | string>;
+type Json<T> = ColumnType<T, string, string>;
+
+export type TenantStatus = 'active' | 'suspended';
+export type KeyScope = 'send' | 'read' | 'full';
+export type KeyMode = 'live' | 'test';
+export type Transport = 'smtp' | 'postal' | 'http' | 'capture';
+export type MessageStatus = 'queued' | 'deferred' | 'sent' | 'failed';
+
+export interface TenantsTable {
+  id: Generated<string>;
+  name: string;
+  status: ColumnType<TenantStatus, TenantStatus | undefined, TenantStatus>;
+  rate_limit_per_minute: number | null;
+  track_opens: ColumnType<boolean, boolean | undefined, boolean>;
+  track_clicks: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: CreatedAt;
+}
+
+export interface ApiKeysTable {
+  id: Generated<string>;
+  tenant_id: string;
+  prefix: string;
+  hash: Buffer;
+  scope: KeyScope;
+  mode: KeyMode;
+  created_at: CreatedAt;
+  last_used_at: Date | null;
+  revoked_at: Date | null;
+}
+
+export interface DomainsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  verified: ColumnType<boolean, boolean | undefined, boolean>;
+  verified_at: Date | null;
+  verification_token: string;
+  dkim_selector: string | null;
+  dkim_public_key: string | null;
+  dkim_private_key_enc: string | null;
+  created_at: CreatedAt;
+}
+
+export interface RoutesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  transport: Transport;
+  config: Json<Record<string, unknown>>;
+  secrets_enc: string | null;
+  fallback_route_id: string | null;
+  max_per_second: number | null;
+  concurrency: number | null;
+  max_attempts: ColumnType<number, number | undefined, number>;
+  retry_delay_seconds: ColumnType<number, number | undefined, number>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: CreatedAt;
+  updated_at: UpdatedAt;
+}
+
+export interface TemplatesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  subject: string;
+  html: string;
+  version: ColumnType<number, number | undefined, number>;
+  created_at: CreatedAt;
+  updated_at: UpdatedAt;
+}
+
+export interface Verdict {
+  rule: string;
+  action: string;
+  detail?: string;
+}
+
+export interface MessagesTable {
+  id: string;
+  tenant_id: string;
+  api_key_id: string | null;
+  status: MessageStatus;
+  tag: string;
+  route_id: string | null;
+  route_name: string;
+  template_id: string | null;
+  template_name: string | null;
+  test_mode: boolean;
+  mail_from: string;
+  from_address: string;
+  subject: string;
+  message_id_header: string;
+  size: number;
+  mime: Buffer;
+  verdicts: Json<Verdict[]>;
+  attempts: ColumnType<number, number | undefined, number>;
+  job_id: string | null;
+  next_attempt_at: Date | null;
+  idempotency_key: string | null;
+  created_at: CreatedAt;
+  updated_at: UpdatedAt;
+  sent_at: Date | null;
+}
+
+export interface RecipientsTable {
+  id: Generated<string>;
+  message_id: string;
+  address: string;
+  status: ColumnType<MessageStatus, MessageStatus | undefined, MessageStatus>;
+  response: string | null;
+  updated_at: UpdatedAt;
+}
+
+export interface AttachmentsTable {
+  id: Generated<string>;
+  message_id: string;
+  filename: string | null;
+  content_type: string;
+  size: number;
+}
+
+export interface AttemptsTable {
+  id: Generated<string>;
+  message_id: string;
+  route_id: string | null;
+  route_name: string;
+  number: number;
+  outcome: 'sent' | 'deferred' | 'failed';
+  response: string | null;
+  duration_ms: number;
+  at: CreatedAt;
+}
+
+export interface EventsTable {
+  id: Generated<string>;
+  message_id: string;
+  tenant_id: string;
+  type: string;
+  tag: string;
+  at: CreatedAt;
+  detail: Json<Record<string, unknown>>;
+}
+
+export interface Database {
+  tenants: TenantsTable;
+  api_keys: ApiKeysTable;
+  domains: DomainsTable;
+  routes: RoutesTable;
+  templates: TemplatesTable;
+  messages: MessagesTable;
+  recipients: RecipientsTable;
+  attachments: AttachmentsTable;
+  attempts: AttemptsTable;
+  events: EventsTable;
+}
+
+export type Tenant = Selectable<TenantsTable>;
+export type ApiKey = Selectable<ApiKeysTable>;
+export type Domain = Selectable<DomainsTable>;
+export type Route = Selectable<RoutesTable>;
+export type Template = Selectable<TemplatesTable>;
+export type Message = Selectable<MessagesTable>;
+export type Recipient = Selectable<RecipientsTable>;
+export type NewMessage = Insertable<MessagesTable>;
