@@ -19,11 +19,12 @@ export async function insertAcceptedMessage(
   message: Omit<NewMessage, 'verdicts'> & { verdicts: Verdict[] },
   recipients: string[],
   attachments: AttachmentInfo[],
+  recipientResult?: { status: MessageStatus; response: string },
 ): Promise<void> {
   await db.insertInto('messages').values({ ...message, verdicts: JSON.stringify(message.verdicts) }).execute();
   await db
     .insertInto('recipients')
-    .values(recipients.map((address) => ({ message_id: message.id, address })))
+    .values(recipients.map((address) => ({ message_id: message.id, address, ...recipientResult })))
     .execute();
   if (attachments.length) {
     await db
@@ -144,4 +145,48 @@ export async function countByStatus(db: Executor, tenantId: string): Promise<Rec
     .groupBy('status')
     .execute();
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+}
+
+export interface MessageListFilter {
+  /** Undefined only for admin callers, who see every tenant. */
+  tenantId?: string;
+  tag?: string;
+  status?: MessageStatus;
+  since?: Date;
+  until?: Date;
+  /** Keyset pagination: only rows after this (created_at, id) in descending order. */
+  before?: { createdAt: string; id: string };
+  limit: number;
+}
+
+/**
+ * One page of messages, newest first, ordered by (created_at, id) descending so a page never
+ * skips or repeats a row. `cursor_at` is created_at in full microsecond precision (a JS Date
+ * would round it) for the next page's keyset.
+ */
+export async function listMessages(db: Executor, f: MessageListFilter) {
+  let q = db
+    .selectFrom('messages as m')
+    .innerJoin('tenants as t', 't.id', 'm.tenant_id')
+    .select([
+      'm.id', 'm.tenant_id', 't.name as tenant_name', 'm.status', 'm.tag', 'm.route_name', 'm.template_name',
+      'm.from_address', 'm.subject', 'm.size', 'm.attempts', 'm.test_mode', 'm.created_at', 'm.sent_at', 'm.next_attempt_at',
+      sql<string>`to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as('cursor_at'),
+    ])
+    .orderBy('m.created_at', 'desc')
+    .orderBy('m.id', 'desc')
+    .limit(f.limit);
+  if (f.tenantId !== undefined) q = q.where('m.tenant_id', '=', f.tenantId);
+  if (f.tag !== undefined) q = q.where('m.tag', '=', f.tag);
+  if (f.status !== undefined) q = q.where('m.status', '=', f.status);
+  if (f.since !== undefined) q = q.where('m.created_at', '>=', f.since);
+  if (f.until !== undefined) q = q.where('m.created_at', '<', f.until);
+  if (f.before) q = q.where(sql<boolean>`(m.created_at, m.id) < (${f.before.createdAt}::timestamptz, ${f.before.id}::uuid)`);
+  return await q.execute();
+}
+
+/** The recipients of several messages at once (a list page), in insertion order. */
+export async function listRecipientsOf(db: Executor, messageIds: string[]): Promise<Recipient[]> {
+  if (messageIds.length === 0) return [];
+  return await db.selectFrom('recipients').selectAll().where('message_id', 'in', messageIds).orderBy('id').execute();
 }

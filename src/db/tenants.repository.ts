@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Executor } from './database.ts';
 import type { Tenant, TenantStatus } from './schema.ts';
 
@@ -41,4 +42,9 @@ export async function deleteTenant(db: Executor, tenantId: string): Promise<bool
 export async function countTenants(db: Executor): Promise<number> {
   const r = await db.selectFrom('tenants').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
   return Number(r.n);
+}
+
+/** Serialises first-start seeding across processes, for the rest of the transaction. */
+export async function lockSeeding(db: Executor): Promise<void> {
+  await sql`SELECT pg_advisory_xact_lock(7460221)`.execute(db);
 }

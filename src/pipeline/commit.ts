@@ -1,7 +1,7 @@
 // The durable step: the message row, its recipients, attachments, `accepted` event and its
 // pg-boss job commit in one PostgreSQL transaction. Only after this returns may SMTP say 250.
 import type { Context } from '../context.ts';
-import { findByIdempotencyKey, insertAcceptedMessage, type AttachmentInfo } from '../db/messages.repository.ts';
+import { findByIdempotencyKey, insertAcceptedMessage, insertEvent, type AttachmentInfo } from '../db/messages.repository.ts';
 import type { Verdict } from '../db/schema.ts';
 import { enqueueDelivery, ensureQueue } from '../queue.ts';
 import { isUniqueViolation } from '../services/errors.ts';
@@ -11,7 +11,8 @@ export interface AcceptedMessage {
   tenantId: string;
   apiKeyId: string | null;
   tag: string;
-  routeId: string;
+  /** Null for test-key messages: they are captured at once and never queued. */
+  routeId: string | null;
   routeName: string;
   templateId: string | null;
   templateName: string | null;
@@ -34,9 +35,10 @@ const knownQueues = new Set<string>();
  * with an idempotency key seen in the last 24 h, the first message's (and nothing is created).
  */
 export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<string> {
-  if (!knownQueues.has(m.routeId)) {
-    await ensureQueue(ctx.boss, m.routeId);
-    knownQueues.add(m.routeId);
+  const routeId = m.testMode ? null : m.routeId;
+  if (routeId && !knownQueues.has(routeId)) {
+    await ensureQueue(ctx.boss, routeId);
+    knownQueues.add(routeId);
   }
   if (m.idempotencyKey) {
     const existing = await findByIdempotencyKey(ctx.db, m.tenantId, m.idempotencyKey);
@@ -50,9 +52,11 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
           id: m.id,
           tenant_id: m.tenantId,
           api_key_id: m.apiKeyId,
-          status: 'queued',
+          // A test key's message is stored as captured: `sent`, with no job (SPEC §5).
+          status: routeId ? 'queued' : 'sent',
+          sent_at: routeId ? null : new Date(),
           tag: m.tag,
-          route_id: m.routeId,
+          route_id: routeId,
           route_name: m.routeName,
           template_id: m.templateId,
           template_name: m.templateName,
@@ -64,13 +68,18 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
           size: m.mime.length,
           mime: m.mime,
           verdicts: m.verdicts,
-          job_id: m.id,
+          job_id: routeId ? m.id : null,
           idempotency_key: m.idempotencyKey ?? null,
         },
         m.recipients,
         m.attachments,
+        routeId ? undefined : { status: 'sent', response: 'captured (test key)' },
       );
-      await enqueueDelivery(ctx.boss, trx, { routeId: m.routeId, messageId: m.id, jobId: m.id });
+      if (routeId) {
+        await enqueueDelivery(ctx.boss, trx, { routeId, messageId: m.id, jobId: m.id });
+      } else {
+        await insertEvent(trx, { id: m.id, tenant_id: m.tenantId, tag: m.tag }, { type: 'sent', detail: { captured: true, test_key: true } });
+      }
     });
   } catch (err) {
     // Two submissions with one idempotency key raced: the loser answers with the winner's id.

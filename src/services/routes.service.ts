@@ -29,18 +29,30 @@ const SECRET_FIELDS: Record<Transport, string[]> = { smtp: ['auth'], postal: ['s
 
 const routeName = z.string().trim().min(1).max(100).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, dot, dash and underscore');
 
-export const RouteCreate = z.object({
+const routeFields = {
   name: routeName,
   transport: z.enum(['smtp', 'postal', 'http', 'capture']),
-  config: z.record(z.string(), z.unknown()).default({}),
-  fallback: routeName.nullable().optional(),
-  max_per_second: z.number().positive().nullable().optional(),
-  concurrency: z.number().int().positive().max(1000).nullable().optional(),
-  max_attempts: z.number().int().min(1).max(100).default(8),
-  retry_delay_seconds: z.number().int().min(1).max(86400).default(60),
-  enabled: z.boolean().default(true),
+  config: z.record(z.string(), z.unknown()),
+  fallback: routeName.nullable(),
+  max_per_second: z.number().positive().nullable(),
+  concurrency: z.number().int().positive().max(1000).nullable(),
+  max_attempts: z.number().int().min(1).max(100),
+  retry_delay_seconds: z.number().int().min(1).max(86400),
+  enabled: z.boolean(),
+};
+
+export const RouteCreate = z.object({
+  ...routeFields,
+  config: routeFields.config.default({}),
+  fallback: routeFields.fallback.optional(),
+  max_per_second: routeFields.max_per_second.optional(),
+  concurrency: routeFields.concurrency.optional(),
+  max_attempts: routeFields.max_attempts.default(8),
+  retry_delay_seconds: routeFields.retry_delay_seconds.default(60),
+  enabled: routeFields.enabled.default(true),
 });
-export const RoutePatch = RouteCreate.partial().omit({ transport: true }).extend({ transport: RouteCreate.shape.transport.optional() });
+// No defaults here: a PATCH changes only the fields it names (zod keeps defaults under .partial()).
+export const RoutePatch = z.object(routeFields).partial();
 
 export interface RouteView {
   id: string;

@@ -14,6 +14,11 @@ export interface TestDatabase extends DbHandle {
   server?: EmbeddedServer;
   dataDir?: string;
   port?: number;
+  /**
+   * Starts the embedded server again after a test stopped it (`server.stop()`), on the same
+   * data directory, port and password, so open pools reconnect to the same URL.
+   */
+  restart(): Promise<void>;
 }
 
 export async function testDatabase(): Promise<TestDatabase> {
@@ -40,9 +45,15 @@ export async function testDatabase(): Promise<TestDatabase> {
   await migrateToLatest(handle.db);
   return {
     ...handle,
-    server,
     dataDir,
     port: Number(new URL(url).port),
+    get server() {
+      return server;
+    },
+    async restart() {
+      if (!server || !dataDir) throw new Error('restart() needs the embedded server (DATABASE_URL is set)');
+      server = await startEmbedded({ dir: path.join(dataDir, 'pg'), password: 'test', port: Number(new URL(url).port) });
+    },
     async close() {
       await handle.close();
       if (server) await server.stop();

@@ -1,0 +1,20 @@
+// The admin API (SPEC §7) under /admin. Authentication and body parsing are mounted in app.ts.
+import { Router } from 'express';
+import type { Context } from '../../context.ts';
+import type { TxtResolver } from '../../services/domain-verification.service.ts';
+import { domainsRouter } from './domains.ts';
+import { keysRouter } from './keys.ts';
+import { messagesRouter } from './messages.ts';
+import { routesRouter } from './routes.ts';
+import { loadTenant, tenantsRouter } from './tenants.ts';
+
+export function adminRouter(ctx: Context, resolveTxt: TxtResolver): Router {
+  const router = Router();
+  router.use('/tenants/:tenant', loadTenant(ctx));
+  router.use('/tenants', tenantsRouter(ctx));
+  router.use('/tenants/:tenant/keys', keysRouter(ctx));
+  router.use('/tenants/:tenant/domains', domainsRouter(ctx, resolveTxt));
+  router.use('/tenants/:tenant/routes', routesRouter(ctx));
+  router.use('/messages', messagesRouter(ctx));
+  return router;
+}

@@ -1,0 +1,25 @@
+// Admin: a tenant's API keys. The key itself appears only in the creation reply.
+import { Router } from 'express';
+import type { Context } from '../../context.ts';
+import * as keysRepo from '../../db/keys.repository.ts';
+import { createKey, keyView, revokeKey } from '../../services/tenants.service.ts';
+import { tenantOf } from './tenants.ts';
+
+export function keysRouter(ctx: Context): Router {
+  const router = Router();
+
+  router.post('/', async (req, res) => {
+    res.status(201).json(await createKey(ctx.db, tenantOf(res).id, req.body ?? {}));
+  });
+
+  router.get('/', async (_req, res) => {
+    const rows = await keysRepo.listKeys(ctx.db, tenantOf(res).id);
+    res.json({ items: rows.map(keyView), next_cursor: null });
+  });
+
+  router.delete('/:id', async (req, res) => {
+    res.json(keyView(await revokeKey(ctx.db, tenantOf(res).id, req.params.id)));
+  });
+
+  return router;
+}

@@ -1,0 +1,61 @@
+// Admin: tenants (`:tenant` is an id or a name). Sub-resources find the tenant in res.locals.
+import { Router, type RequestHandler, type Response } from 'express';
+import { z } from 'zod';
+import type { Context } from '../../context.ts';
+import * as tenantsRepo from '../../db/tenants.repository.ts';
+import type { Tenant } from '../../db/schema.ts';
+import { createTenant, deleteTenant, getTenant, tenantView, updateTenant } from '../../services/tenants.service.ts';
+
+const PageQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().min(1).optional(),
+});
+
+/** Resolves `:tenant` once for every path below /tenants/:tenant; unknown → 404. */
+export function loadTenant(ctx: Context): RequestHandler<{ tenant: string }> {
+  return async (req, res, next) => {
+    res.locals.tenant = await getTenant(ctx.db, req.params.tenant);
+    next();
+  };
+}
+
+export function tenantOf(res: Response): Tenant {
+  const tenant = res.locals.tenant as Tenant | undefined;
+  if (!tenant) throw new Error('tenant not loaded: mount loadTenant before this router');
+  return tenant;
+}
+
+export function tenantsRouter(ctx: Context): Router {
+  const router = Router();
+
+  router.post('/', async (req, res) => {
+    res.status(201).json(tenantView(await createTenant(ctx.db, req.body ?? {})));
+  });
+
+  router.get('/', async (req, res) => {
+    const { limit, cursor } = PageQuery.parse(req.query);
+    const after = cursor === undefined ? undefined : Buffer.from(cursor, 'base64url').toString('utf8');
+    const rows = await tenantsRepo.listTenants(ctx.db, { limit: limit + 1, after });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    res.json({
+      items: page.map(tenantView),
+      next_cursor: rows.length > limit && last ? Buffer.from(last.name, 'utf8').toString('base64url') : null,
+    });
+  });
+
+  router.get('/:tenant', (_req, res) => {
+    res.json(tenantView(tenantOf(res)));
+  });
+
+  router.patch('/:tenant', async (req, res) => {
+    res.json(tenantView(await updateTenant(ctx.db, tenantOf(res).id, req.body ?? {})));
+  });
+
+  router.delete('/:tenant', async (_req, res) => {
+    await deleteTenant(ctx.db, tenantOf(res).id);
+    res.status(204).end();
+  });
+
+  return router;
+}

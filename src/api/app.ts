@@ -1,0 +1,87 @@
+// The HTTP API: health, the admin API, and one error middleware. JSON in and out.
+import express, { type RequestHandler } from 'express';
+import type { Context } from '../context.ts';
+import { ping } from '../db/health.repository.ts';
+import { systemTxtResolver, type TxtResolver } from '../services/domain-verification.service.ts';
+import { ApiError } from '../services/errors.ts';
+import { requireAdmin } from './admin/auth.ts';
+import { adminRouter } from './admin/index.ts';
+import { errorHandler, notFoundHandler } from './errors.ts';
+
+export interface ApiOptions {
+  /** DNS TXT lookups for domain verification (tests inject a fake). */
+  resolveTxt?: TxtResolver;
+}
+
+/**
+ * Sized for a 25 MiB message sent base64-encoded in `POST /v1/messages` (4/3 of 25 MiB plus
+ * the JSON around it). Mounted after authentication so strangers cannot make us parse it.
+ */
+export const jsonBody: RequestHandler = express.json({ limit: '36mb' });
+
+/** A request that has a body must send it as JSON; bodiless POSTs (e.g. verify) are fine. */
+export const requireJsonBody: RequestHandler = (req, _res, next) => {
+  const length = Number(req.get('content-length') ?? 0);
+  const hasBody = req.get('transfer-encoding') !== undefined || length > 0;
+  if (hasBody && !req.is('application/json')) {
+    throw new ApiError(415, 'unsupported_media_type', 'send the request body as application/json');
+  }
+  next();
+};
+
+const READY_TIMEOUT_MS = 3_000;
+
+async function probe(name: string, check: () => Promise<void>, ctx: Context): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      check(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(Object.assign(new Error(`${name} check timed out`), { code: 'ETIMEDOUT' })), READY_TIMEOUT_MS);
+      }),
+    ]);
+    return 'ok';
+  } catch (err) {
+    ctx.log.warn({ err, check: name }, 'readiness check failed');
+    // The code only: a probe answers strangers, and messages may name internal hosts.
+    return `unavailable (${(err as { code?: string }).code ?? 'error'})`;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function createApiApp(ctx: Context, options: ApiOptions = {}): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // Flat query strings: `?a[b]=1` stays a literal key, never a nested object.
+  app.set('query parser', 'simple');
+  app.use((_req, res, next) => {
+    res.set('X-Content-Type-Options', 'nosniff');
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    const [database, queue] = await Promise.all([
+      probe('database', () => ping(ctx.db), ctx),
+      probe(
+        'queue',
+        async () => {
+          if ((await ctx.boss.schemaVersion()) === null) throw Object.assign(new Error('pg-boss schema missing'), { code: 'ENOSCHEMA' });
+        },
+        ctx,
+      ),
+    ]);
+    const ok = database === 'ok' && queue === 'ok';
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'unavailable', checks: { database, queue } });
+  });
+
+  app.use('/admin', requireAdmin(ctx.adminToken), requireJsonBody, jsonBody, adminRouter(ctx, options.resolveTxt ?? systemTxtResolver));
+
+  app.use(notFoundHandler);
+  app.use(errorHandler(ctx.log));
+  return app;
+}

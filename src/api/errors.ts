@@ -1,0 +1,69 @@
+// The one error middleware of the HTTP API (STYLE §4): every failure leaves as
+// `{"error": {"code", "message", "details?"}}` with a fitting status. Our own faults are 500
+// and logged; request bodies are never logged (they hold keys, passwords and mail).
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { z } from 'zod';
+import type { Logger } from '../log.ts';
+import { ApiError } from '../services/errors.ts';
+
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export function zodFields(err: z.core.$ZodError): FieldError[] {
+  return err.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+}
+
+/** Errors raised by body-parser carry `type` and an HTTP status (http-errors). */
+interface HttpError extends Error {
+  status?: number;
+  statusCode?: number;
+  type?: string;
+  expose?: boolean;
+}
+
+const PARSER_ERRORS: Record<string, { status: number; code: string; message: string }> = {
+  'entity.parse.failed': { status: 400, code: 'malformed_json', message: 'the request body is not valid JSON' },
+  'entity.too.large': { status: 413, code: 'payload_too_large', message: 'the request body is too large' },
+  'charset.unsupported': { status: 415, code: 'unsupported_charset', message: 'the request body charset is not supported' },
+  'encoding.unsupported': { status: 415, code: 'unsupported_encoding', message: 'the request body encoding is not supported' },
+  'request.aborted': { status: 400, code: 'request_aborted', message: 'the request was aborted' },
+  'request.size.invalid': { status: 400, code: 'bad_request', message: 'the request body does not match its Content-Length' },
+};
+
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (err: unknown, req, res, next) => {
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    if (err instanceof ApiError) {
+      res.status(err.status).json(err.toJSON());
+      return;
+    }
+    if (err instanceof z.core.$ZodError) {
+      const fields = zodFields(err);
+      res.status(422).json(new ApiError(422, 'validation_error', 'the request is invalid', { fields }).toJSON());
+      return;
+    }
+    const parser = PARSER_ERRORS[(err as HttpError)?.type ?? ''];
+    if (parser) {
+      res.status(parser.status).json(new ApiError(parser.status, parser.code, parser.message).toJSON());
+      return;
+    }
+    const e = err as HttpError;
+    const status = e?.status ?? e?.statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500 && e.expose) {
+      res.status(status).json(new ApiError(status, 'bad_request', e.message).toJSON());
+      return;
+    }
+    // Method, path and the error only: never the body, headers or query (they may hold secrets).
+    log.error({ err, method: req.method, path: req.path }, 'unhandled API error');
+    res.status(500).json(new ApiError(500, 'internal_error', 'internal error').toJSON());
+  };
+}
+
+export const notFoundHandler: RequestHandler = (req, res) => {
+  res.status(404).json(new ApiError(404, 'not_found', `no such endpoint: ${req.method} ${req.path}`).toJSON());
+};

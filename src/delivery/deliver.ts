@@ -1,0 +1,244 @@
+// One delivery attempt for one job: load the message, send its stored bytes to the recipients
+// still pending, and record the attempt, the recipients' results, the message's new status, its
+// event and (when due) the next job, all in one transaction.
+import { randomUUID } from 'node:crypto';
+import type { Context } from '../context.ts';
+import * as messages from '../db/messages.repository.ts';
+import { findRouteById } from '../db/routes.repository.ts';
+import type { Message, MessageStatus, Route } from '../db/schema.ts';
+import { enqueueDelivery, ensureQueue } from '../queue.ts';
+import { decide, type Decision } from './outcome.ts';
+import { CaptureTransport } from './transports/capture.ts';
+import type { TransportCache } from './transports/index.ts';
+import { DeliveryError, type DeliveryResult } from './transports/transport.ts';
+
+/** Statuses in which a message waits for a delivery attempt. */
+const PENDING: ReadonlySet<MessageStatus> = new Set(['queued', 'deferred']);
+
+export interface DeliveryJob {
+  id: string;
+  data: { messageId?: string };
+  /** pg-boss aborts it when the job's claim is lost or its expiry passes. */
+  signal?: AbortSignal;
+}
+
+export interface DeliveryDeps {
+  ctx: Context;
+  transports: TransportCache;
+  /** The most one attempt may take, whatever the upstream does; below the job's expiry. */
+  deadlineMs: number;
+  /** Aborted when a stopping worker's grace period is over: deliveries still running give up. */
+  shutdown: AbortSignal;
+}
+
+/** Test-key messages never leave the relay (SPEC §2), whatever route they name. */
+const testCapture = new CaptureTransport();
+
+/** Sends the message; never throws: every failure becomes a DeliveryError to classify. */
+async function attempt(deps: DeliveryDeps, message: Message, route: Route | undefined, pending: string[], signal: AbortSignal): Promise<DeliveryResult | DeliveryError> {
+  if (pending.length === 0) return { recipients: [] };
+  if (!route) return new DeliveryError({ response: `route "${message.route_name}" no longer exists`, errorCode: 'ENOROUTE' });
+  let lease;
+  try {
+    lease = message.test_mode ? { transport: testCapture, release() {} } : deps.transports.acquire(route);
+  } catch (err) {
+    return err instanceof DeliveryError ? err : new DeliveryError({ response: `route "${route.name}" cannot be used: ${(err as Error).message}`, errorCode: 'ECONFIG' });
+  }
+  try {
+    return await lease.transport.deliver({ mime: message.mime, mailFrom: message.mail_from, recipients: pending, signal });
+  } catch (err) {
+    if (err instanceof DeliveryError) return err;
+    // A fault of ours (a bug, not the upstream): retried like a transient failure, never permanent.
+    return new DeliveryError({ response: `internal error: ${(err as Error).message}`, errorCode: 'EINTERNAL' });
+  } finally {
+    lease.release();
+  }
+}
+
+/** Fallback routes already tried for this message, from its handoff events: a loop ends here. */
+async function triedRoutes(deps: DeliveryDeps, messageId: string): Promise<Set<string>> {
+  const tried = new Set<string>();
+  for (const e of await messages.listEvents(deps.ctx.db, messageId)) {
+    const d = e.detail as { from_route_id?: unknown; fallback_route_id?: unknown };
+    if (e.type === 'deferred' && typeof d.fallback_route_id === 'string') {
+      tried.add(d.fallback_route_id);
+      if (typeof d.from_route_id === 'string') tried.add(d.from_route_id);
+    }
+  }
+  return tried;
+}
+
+/** The route to hand an exhausted message to, if it has one not tried before. */
+async function fallbackFor(deps: DeliveryDeps, message: Message, route: Route | undefined): Promise<Route | undefined> {
+  if (!route?.fallback_route_id) return undefined;
+  const tried = await triedRoutes(deps, message.id);
+  if (tried.has(route.fallback_route_id) || route.fallback_route_id === route.id) return undefined;
+  const fallback = await findRouteById(deps.ctx.db, message.tenant_id, route.fallback_route_id);
+  if (fallback) await ensureQueue(deps.ctx.boss, fallback.id);
+  return fallback;
+}
+
+type Outcome = 'sent' | 'deferred' | 'fallback' | 'failed';
+
+/**
+ * Writes the attempt down. Returns false when the message moved on meanwhile (another worker
+ * recorded this job's attempt first): then nothing is written.
+ */
+async function record(
+  deps: DeliveryDeps,
+  job: DeliveryJob,
+  message: Message,
+  route: Route | undefined,
+  decision: Decision,
+  fallback: Route | undefined,
+  attemptNo: number,
+  durationMs: number,
+  lastResponses: Map<string, string | null>,
+): Promise<{ recorded: boolean; outcome: Outcome; nextAttemptAt?: Date }> {
+  const { boss, db } = deps.ctx;
+  const outcome: Outcome = decision.kind === 'exhausted' ? (fallback ? 'fallback' : 'failed') : decision.kind;
+  const ref = { id: message.id, tenant_id: message.tenant_id, tag: message.tag };
+  const routeName = route?.name ?? message.route_name;
+  let recorded = false;
+  let nextAttemptAt: Date | undefined;
+
+  await db.transaction().execute(async (trx) => {
+    // The lock serialises us with any other worker holding the same job (a pg-boss retry after a
+    // lost heartbeat): whoever records first moves job_id or status on, and the other stops here.
+    const locked = await messages.lockMessage(trx, message.id);
+    if (!locked || locked.job_id !== job.id || !PENDING.has(locked.status)) return;
+    recorded = true;
+
+    await messages.insertAttempt(trx, {
+      message_id: message.id,
+      route_id: route?.id ?? null,
+      route_name: routeName,
+      number: attemptNo,
+      outcome: outcome === 'sent' ? 'sent' : outcome === 'deferred' ? 'deferred' : 'failed',
+      response: decision.response,
+      duration_ms: durationMs,
+    });
+    const handoff = new Set(outcome === 'fallback' && decision.kind === 'exhausted' ? decision.handoff : []);
+    for (const u of decision.updates) {
+      if (!handoff.has(u.address)) await messages.updateRecipient(trx, message.id, u.address, u.status, u.response);
+    }
+    // Recipients the fallback takes over start afresh there; their last reply stays visible.
+    for (const address of handoff) {
+      const u = decision.updates.find((x) => x.address === address);
+      await messages.updateRecipient(trx, message.id, address, 'queued', u?.response ?? lastResponses.get(address) ?? null);
+    }
+
+    switch (outcome) {
+      case 'sent': {
+        await messages.updateMessage(trx, message.id, { status: 'sent', attempts: attemptNo, sent_at: new Date(), next_attempt_at: null });
+        await messages.insertEvent(trx, ref, { type: 'sent', detail: { attempt: attemptNo, route: routeName, response: decision.response, delivered: decision.delivered } });
+        break;
+      }
+      case 'deferred': {
+        if (decision.kind !== 'deferred' || !route) throw new Error('unreachable: deferred without a schedule');
+        const jobId = randomUUID();
+        nextAttemptAt = decision.nextAttemptAt;
+        await enqueueDelivery(boss, trx, { routeId: route.id, messageId: message.id, jobId, startAfter: nextAttemptAt });
+        await messages.updateMessage(trx, message.id, { status: 'deferred', attempts: attemptNo, next_attempt_at: nextAttemptAt, job_id: jobId });
+        await messages.insertEvent(trx, ref, {
+          type: 'deferred',
+          detail: { attempt: attemptNo, route: routeName, response: decision.response, next_attempt_at: nextAttemptAt.toISOString(), reason: decision.reason, ...(decision.throttled ? { throttled: true } : {}) },
+        });
+        break;
+      }
+      case 'fallback': {
+        if (!fallback || decision.kind !== 'exhausted') throw new Error('unreachable: fallback without a route');
+        const jobId = randomUUID();
+        await enqueueDelivery(boss, trx, { routeId: fallback.id, messageId: message.id, jobId });
+        // Attempts count per route: the fallback gets its own max_attempts.
+        await messages.updateMessage(trx, message.id, { status: 'queued', route_id: fallback.id, route_name: fallback.name, attempts: 0, next_attempt_at: null, job_id: jobId });
+        await messages.insertEvent(trx, ref, {
+          type: 'deferred',
+          detail: {
+            attempt: attemptNo,
+            route: routeName,
+            response: decision.response,
+            reason: decision.reason,
+            fallback: fallback.name,
+            fallback_route_id: fallback.id,
+            from_route_id: route?.id ?? null,
+          },
+        });
+        break;
+      }
+      case 'failed': {
+        if (decision.kind !== 'exhausted') throw new Error('unreachable: failed without exhaustion');
+        await messages.updateMessage(trx, message.id, { status: 'failed', attempts: attemptNo, next_attempt_at: null });
+        await messages.insertEvent(trx, ref, { type: 'failed', detail: { attempt: attemptNo, route: routeName, response: decision.response, reason: decision.reason } });
+        break;
+      }
+    }
+  });
+  return { recorded, outcome, ...(nextAttemptAt ? { nextAttemptAt } : {}) };
+}
+
+/**
+ * Handles one delivery job. Returns normally for a job that has nothing to do (stale or
+ * duplicate); throws only when the outcome could not be recorded, so pg-boss retries the job
+ * and the job guard makes that retry safe.
+ */
+export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<void> {
+  const { ctx } = deps;
+  const messageId = job.data.messageId;
+  if (!messageId) return;
+  const message = await messages.findMessage(ctx.db, messageId);
+  // Gone (its tenant was deleted), already finished, or superseded by a newer job: the job is
+  // a leftover (a reconciler duplicate, a pg-boss retry after we recorded). Nothing to do.
+  if (!message || message.job_id !== job.id || !PENDING.has(message.status)) {
+    ctx.log.debug({ message: messageId, job: job.id }, 'stale delivery job skipped');
+    return;
+  }
+  const route = message.route_id ? await findRouteById(ctx.db, message.tenant_id, message.route_id) : undefined;
+  const recipients = await messages.listRecipients(ctx.db, message.id);
+  const pending = recipients.filter((r) => PENDING.has(r.status)).map((r) => r.address);
+  const attemptNo = message.attempts + 1;
+
+  const signal = AbortSignal.any([AbortSignal.timeout(deps.deadlineMs), deps.shutdown, ...(job.signal ? [job.signal] : [])]);
+  const started = performance.now();
+  const result = await attempt(deps, message, route, pending, signal);
+  const durationMs = Math.round(performance.now() - started);
+
+  const log = { tenant: message.tenant_id, message: message.id, route: route?.name ?? message.route_name, attempt: attemptNo, duration_ms: durationMs };
+  if (job.signal?.aborted) {
+    // pg-boss took the job back (lost claim, expiry, shutdown) and will run it again: what we
+    // saw is not ours to record. If the upstream took the message just before, it may go out
+    // twice — the one window SPEC §3 allows.
+    ctx.log.warn({ ...log, outcome: 'abandoned' }, 'delivery attempt abandoned: job no longer held');
+    return;
+  }
+
+  const decision = decide({
+    recipients,
+    pending,
+    result,
+    attempt: attemptNo,
+    maxAttempts: route?.max_attempts ?? 1,
+    retryDelaySeconds: route?.retry_delay_seconds ?? 60,
+    now: new Date(),
+  });
+  const fallback = decision.kind === 'exhausted' ? await fallbackFor(deps, message, route) : undefined;
+  const lastResponses = new Map(recipients.map((x) => [x.address, x.response]));
+  const r = await record(deps, job, message, route, decision, fallback, attemptNo, durationMs, lastResponses);
+
+  if (!r.recorded) {
+    ctx.log.warn({ ...log, outcome: 'superseded' }, 'delivery attempt not recorded: message already moved on');
+    return;
+  }
+  const fields = {
+    ...log,
+    outcome: r.outcome,
+    delivered: decision.updates.filter((u) => u.status === 'sent').length,
+    refused: decision.updates.filter((u) => u.status === 'failed').length,
+    deferred: decision.updates.filter((u) => u.status === 'deferred').length,
+    response: decision.response.slice(0, 300),
+    ...(r.nextAttemptAt ? { next_attempt_at: r.nextAttemptAt.toISOString() } : {}),
+    ...(fallback ? { fallback: fallback.name } : {}),
+  };
+  if (r.outcome === 'sent') ctx.log.info(fields, 'delivery attempt');
+  else ctx.log.warn(fields, 'delivery attempt');
+}

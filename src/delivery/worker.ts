@@ -1,0 +1,186 @@
+// The delivery role: one pg-boss consumer per route (every route of every tenant, new routes
+// picked up by polling), and a reconciler that gives a new job to any waiting message whose
+// job was lost. What one job does is in deliver.ts.
+import { randomUUID } from 'node:crypto';
+import type { Context } from '../context.ts';
+import { findOrphans, lockMessage, updateMessage } from '../db/messages.repository.ts';
+import { listAllRoutes } from '../db/routes.repository.ts';
+import { DELIVERY_QUEUE_OPTIONS, enqueueDelivery, ensureQueue, queueName } from '../queue.ts';
+import { processJob, type DeliveryDeps, type DeliveryJob } from './deliver.ts';
+import { createTransport, DEFAULT_ROUTE_CONCURRENCY, TransportCache } from './transports/index.ts';
+
+export interface DeliveryOptions {
+  /** How often the reconciler looks for messages without a live job. Default 30 s. */
+  reconcileIntervalMs?: number;
+  /** How often the route list is read to start consumers for new routes. Default 5 s. */
+  routePollMs?: number;
+  /**
+   * A waiting message counts as orphaned only when untouched this long. Default 60 s: it keeps
+   * two processes' reconcilers from both replacing the same message's job.
+   */
+  orphanAfterSeconds?: number;
+  /** The most one delivery attempt may take. Default 10 min, below the job expiry. */
+  deliveryDeadlineMs?: number;
+}
+
+export interface DeliveryWorker {
+  /**
+   * Stops taking jobs, lets deliveries in flight finish and record their outcome, then closes
+   * connections. With `graceMs`, deliveries still running after that long are aborted and
+   * recorded as deferred (retried later) so shutdown stays bounded (SPEC §9: up to 30 s).
+   */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Orphans handled per reconciler pass; the next pass takes the rest. */
+const RECONCILE_BATCH = 100;
+/**
+ * pg-boss polls each consumer's queue this often when idle. Half a second keeps the time from
+ * `250` to the upstream short; it costs one cheap indexed query per consumer slot and tick.
+ */
+const POLLING_INTERVAL_SECONDS = 0.5;
+
+interface Consumer {
+  workId: string;
+  concurrency: number;
+}
+
+/** Runs fn every intervalMs, never two at once; stop() waits for a run in progress. */
+function every(intervalMs: number, fn: () => Promise<void>, onError: (err: unknown) => void) {
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  let stopped = false;
+  const tick = async () => {
+    running = fn().catch(onError);
+    await running;
+    running = undefined;
+    if (!stopped) schedule();
+  };
+  const schedule = () => {
+    timer = setTimeout(() => void tick(), intervalMs);
+    // A forgotten stop() must not keep the process alive.
+    timer.unref();
+  };
+  schedule();
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+export async function startDelivery(ctx: Context, options: DeliveryOptions = {}): Promise<DeliveryWorker> {
+  const reconcileIntervalMs = options.reconcileIntervalMs ?? 30_000;
+  const routePollMs = options.routePollMs ?? 5_000;
+  const orphanAfterSeconds = options.orphanAfterSeconds ?? 60;
+  // Leave a minute between our own deadline and pg-boss's expiry, for recording the outcome.
+  const deadlineMs = Math.min(options.deliveryDeadlineMs ?? 10 * 60_000, (DELIVERY_QUEUE_OPTIONS.expireInSeconds - 60) * 1000);
+
+  const transports = new TransportCache((route) => createTransport(route, { box: ctx.box, hostname: ctx.config.hostname }));
+  const shutdown = new AbortController();
+  const deps: DeliveryDeps = { ctx, transports, deadlineMs, shutdown: shutdown.signal };
+  const consumers = new Map<string, Consumer>();
+  /** Consumers replaced after a concurrency change, finishing their jobs. */
+  const draining = new Set<Promise<void>>();
+  let stopping = false;
+  let stopped: Promise<void> | undefined;
+
+  const handler = async (jobs: DeliveryJob[]) => {
+    for (const job of jobs) await processJob(deps, job);
+  };
+
+  async function startConsumer(routeId: string, concurrency: number, existing: Consumer | undefined): Promise<void> {
+    const name = queueName(routeId);
+    await ensureQueue(ctx.boss, routeId);
+    const workId = await ctx.boss.work(name, { localConcurrency: concurrency, pollingIntervalSeconds: POLLING_INTERVAL_SECONDS, batchSize: 1 }, handler);
+    consumers.set(routeId, { workId, concurrency });
+    if (existing) {
+      // The old consumer finishes its jobs in the background; stop() waits for it.
+      const p = ctx.boss.offWork(name, { id: existing.workId, wait: true }).catch((err: unknown) => ctx.log.error({ err, route_id: routeId }, 'stopping a route consumer failed'));
+      draining.add(p);
+      void p.finally(() => draining.delete(p));
+    }
+  }
+
+  async function syncRoutes(): Promise<void> {
+    const routes = await listAllRoutes(ctx.db);
+    const present = new Set<string>();
+    for (const route of routes) {
+      if (stopping) return;
+      present.add(route.id);
+      const concurrency = route.concurrency ?? DEFAULT_ROUTE_CONCURRENCY;
+      const existing = consumers.get(route.id);
+      if (existing?.concurrency === concurrency) continue;
+      try {
+        await startConsumer(route.id, concurrency, existing);
+        ctx.log.info({ route: route.name, route_id: route.id, tenant: route.tenant_id, concurrency }, existing ? 'route consumer resized' : 'route consumer started');
+      } catch (err) {
+        // One route's queue trouble must not keep the others from being served; next poll retries.
+        ctx.log.error({ err, route: route.name, route_id: route.id }, 'starting a route consumer failed');
+      }
+    }
+    // Deleted routes: stop their consumers (in flight jobs finish) and drop their connections.
+    for (const [routeId, consumer] of consumers) {
+      if (present.has(routeId)) continue;
+      consumers.delete(routeId);
+      const p = ctx.boss.offWork(queueName(routeId), { id: consumer.workId, wait: true }).then(
+        () => transports.forget(routeId),
+        (err: unknown) => ctx.log.error({ err, route: routeId }, 'stopping a route consumer failed'),
+      );
+      draining.add(p);
+      void p.finally(() => draining.delete(p));
+      ctx.log.info({ route_id: routeId }, 'route consumer stopped: route deleted');
+    }
+  }
+
+  async function reconcile(): Promise<void> {
+    const orphans = await findOrphans(ctx.db, orphanAfterSeconds, RECONCILE_BATCH);
+    for (const orphan of orphans) {
+      if (stopping) return;
+      await requeue(orphan).catch((err: unknown) => ctx.log.error({ err, message: orphan.id }, 're-enqueueing an orphaned message failed'));
+    }
+  }
+
+  async function requeue(orphan: { id: string; route_id: string }): Promise<void> {
+    await ensureQueue(ctx.boss, orphan.route_id);
+    const jobId = randomUUID();
+    let requeued = false;
+    await ctx.db.transaction().execute(async (trx) => {
+      // Re-check under the lock: a handler or another process's reconciler may have moved the
+      // message on since the scan; both touch updated_at.
+      const m = await lockMessage(trx, orphan.id);
+      if (!m || (m.status !== 'queued' && m.status !== 'deferred') || m.route_id !== orphan.route_id) return;
+      if (m.updated_at.getTime() > Date.now() - orphanAfterSeconds * 1000) return;
+      const startAfter = m.next_attempt_at && m.next_attempt_at.getTime() > Date.now() ? m.next_attempt_at : undefined;
+      await enqueueDelivery(ctx.boss, trx, { routeId: orphan.route_id, messageId: m.id, jobId, ...(startAfter ? { startAfter } : {}) });
+      await updateMessage(trx, m.id, { job_id: jobId });
+      requeued = true;
+    });
+    if (requeued) ctx.log.warn({ message: orphan.id, route_id: orphan.route_id, job: jobId }, 'orphaned message given a new delivery job');
+  }
+
+  await syncRoutes();
+  const routeLoop = every(routePollMs, syncRoutes, (err) => ctx.log.error({ err }, 'route poll failed'));
+  // A first pass right away picks up what a crashed process left behind.
+  await reconcile().catch((err: unknown) => ctx.log.error({ err }, 'reconcile failed'));
+  const reconcileLoop = every(reconcileIntervalMs, reconcile, (err) => ctx.log.error({ err }, 'reconcile failed'));
+
+  return {
+    stop(graceMs?: number) {
+      stopped ??= (async () => {
+        stopping = true;
+        const grace = graceMs === undefined ? undefined : setTimeout(() => shutdown.abort(), graceMs);
+        await Promise.all([routeLoop.stop(), reconcileLoop.stop()]);
+        // offWork with wait: pg-boss lets each consumer finish the job it holds before returning.
+        await Promise.allSettled([...consumers].map(([routeId, c]) => ctx.boss.offWork(queueName(routeId), { id: c.workId, wait: true })));
+        consumers.clear();
+        await Promise.allSettled([...draining]);
+        clearTimeout(grace);
+        await transports.closeAll();
+      })();
+      return stopped;
+    },
+  };
+}

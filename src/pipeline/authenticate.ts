@@ -1,0 +1,50 @@
+// Stage 2: who is sending. SMTP AUTH (or the HTTP bearer key) and/or the X-Auth-APIKey header;
+// the key must be live, carry the `send` scope, and belong to an active tenant (SPEC §3).
+import { API_KEY_PATTERN, hashApiKey } from '../crypto.ts';
+import type { Executor } from '../db/database.ts';
+import { findKeyByHash, touchKey } from '../db/keys.repository.ts';
+import { SmtpError } from '../smtp/smtp-error.ts';
+import { header, type Principal, type Submission } from './submission.ts';
+
+export const invalidKey = (): SmtpError =>
+  new SmtpError(535, '5.7.8', 'Authentication credentials invalid', 'invalid_key');
+
+/** Looks a key up by its hash; undefined for malformed, unknown or revoked keys alike. */
+export async function lookupKey(db: Executor, key: string): Promise<Principal | undefined> {
+  if (!API_KEY_PATTERN.test(key)) return undefined;
+  const found = await findKeyByHash(db, hashApiKey(key));
+  if (found) touchKey(db, found.key.id).catch(() => {}); // informational; never blocks a send
+  return found;
+}
+
+export function assertCanSend(p: Principal): void {
+  if (p.key.scope !== 'send' && p.key.scope !== 'full') {
+    throw new SmtpError(550, '5.7.1', 'This API key lacks the send scope', 'forbidden');
+  }
+  if (p.tenant.status !== 'active') {
+    throw new SmtpError(550, '5.7.1', `Tenant ${p.tenant.name} is suspended`, 'tenant_suspended');
+  }
+}
+
+export function authenticate(db: Executor) {
+  return async function authenticateStage(sub: Submission): Promise<Submission> {
+    const headerKey = header(sub, 'x-auth-apikey')?.trim();
+    let principal = sub.sessionPrincipal;
+    if (headerKey) {
+      const fromHeader = await lookupKey(db, headerKey);
+      if (!fromHeader) throw new SmtpError(535, '5.7.8', 'X-Auth-APIKey header holds an invalid API key', 'invalid_key');
+      if (principal && principal.tenant.id !== fromHeader.tenant.id) {
+        throw new SmtpError(550, '5.7.1', 'AUTH key and X-Auth-APIKey header belong to different tenants', 'tenant_mismatch');
+      }
+      // With both, the session's key decides scope and mode; the header only confirmed the tenant.
+      principal ??= fromHeader;
+    }
+    if (!principal) {
+      throw new SmtpError(530, '5.7.0', 'Authentication required: use SMTP AUTH or an X-Auth-APIKey header', 'auth_required');
+    }
+    assertCanSend(principal);
+    sub.principal = principal;
+    sub.testMode = principal.key.mode === 'test';
+    return sub;
+  };
+}

@@ -1,0 +1,25 @@
+// Stage: the From address must be in a domain the tenant has verified (live keys only; test
+// keys never deliver outside, so they skip the check). SPEC §2, §3.
+import { domainToASCII } from 'node:url';
+import type { Executor } from '../db/database.ts';
+import { findVerifiedDomain } from '../db/domains.repository.ts';
+import { SmtpError } from '../smtp/smtp-error.ts';
+import type { Submission } from './submission.ts';
+
+export function senderDomain(address: string): string {
+  const domain = address.slice(address.lastIndexOf('@') + 1).trim().replace(/\.$/, '');
+  // IDN and case variants compare as the ASCII (punycode) lower-case form.
+  return (domainToASCII(domain) || domain).toLowerCase();
+}
+
+export function checkSender(db: Executor) {
+  return async function checkSenderStage(sub: Submission): Promise<Submission> {
+    if (sub.testMode) return sub;
+    const domain = senderDomain(sub.from![0].address);
+    const verified = await findVerifiedDomain(db, sub.principal!.tenant.id, domain);
+    if (!verified) {
+      throw new SmtpError(550, '5.7.1', `Sender domain ${domain} is not verified for this tenant`, 'domain_not_verified');
+    }
+    return sub;
+  };
+}

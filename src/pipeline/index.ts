@@ -1,0 +1,67 @@
+// The pipeline orchestrator: SMTP and the HTTP API both call acceptSubmission. Each stage takes
+// the Submission and returns it or throws an SmtpError (STYLE: stages with one signature).
+import type { Context } from '../context.ts';
+import { uuidv7 } from '../crypto.ts';
+import { applyHeaders } from './apply-headers.ts';
+import { authenticate } from './authenticate.ts';
+import { buildMime } from './build.ts';
+import { checkSender } from './check-sender.ts';
+import { commitMessage } from './commit.ts';
+import { parse } from './parse.ts';
+import { render, type Renderer } from './render.ts';
+import { resolveRoute } from './resolve-route.ts';
+import type { Submission } from './submission.ts';
+
+export type Stage = (sub: Submission) => Submission | Promise<Submission>;
+
+export interface Accepted {
+  id: string;
+  tenantId: string;
+  tag: string;
+  route: string;
+  duplicate: boolean;
+}
+
+export function createPipeline(ctx: Context, renderer?: Renderer) {
+  const stages: Stage[] = [
+    parse,
+    authenticate(ctx.db),
+    applyHeaders,
+    checkSender(ctx.db),
+    resolveRoute(ctx.db),
+    render(ctx.db, renderer),
+  ];
+  return async function acceptSubmission(input: Submission): Promise<Accepted> {
+    let sub = input;
+    for (const stage of stages) sub = await stage(sub);
+    const id = uuidv7();
+    const built = await buildMime(ctx.db, ctx.box, ctx.config.hostname, id, sub);
+    const principal = sub.principal!;
+    const routeName = sub.route?.name ?? sub.routeRef ?? 'capture';
+    const committed = await commitMessage(ctx, {
+      id,
+      tenantId: principal.tenant.id,
+      apiKeyId: principal.key.id,
+      tag: sub.tag,
+      routeId: sub.route?.id ?? null,
+      routeName,
+      templateId: sub.template?.id ?? null,
+      templateName: sub.template?.name ?? null,
+      testMode: sub.testMode,
+      // The envelope sender is the verified From address, not the client's MAIL FROM: a tenant
+      // cannot borrow another domain's bounce path through us.
+      mailFrom: sub.from![0].address,
+      fromAddress: sub.from![0].address,
+      subject: sub.subject,
+      messageIdHeader: built.messageIdHeader,
+      mime: built.mime,
+      verdicts: sub.verdicts,
+      recipients: [...new Set(sub.envelope.rcptTo)],
+      attachments: sub.attachments.map((a) => ({ filename: a.filename, content_type: a.contentType, size: a.content.length })),
+      idempotencyKey: sub.idempotencyKey,
+    });
+    return { id: committed, tenantId: principal.tenant.id, tag: sub.tag, route: routeName, duplicate: committed !== id };
+  };
+}
+
+export type AcceptSubmission = ReturnType<typeof createPipeline>;

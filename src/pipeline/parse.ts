@@ -1,0 +1,102 @@
+// Stage 1: raw bytes → Submission fields, with mailparser, bounded in parts and time.
+// Untrusted input (mailparser's own threat model): it must never crash, hang or exhaust us.
+import libmime from 'libmime';
+import { simpleParser, type AddressObject, type EmailAddress } from 'mailparser';
+import { SmtpError } from '../smtp/smtp-error.ts';
+import type { Address, Submission } from './submission.ts';
+
+export const MAX_MIME_PARTS = 1000;
+export const PARSE_TIMEOUT_MS = 20_000;
+
+/** Counts Content-Type header lines: an upper bound on the MIME parts, found without parsing. */
+function countParts(raw: Buffer): number {
+  const text = raw.toString('latin1');
+  let count = 0;
+  const re = /(^|\n)content-type[ \t]*:/gi;
+  while (re.exec(text) !== null) {
+    if (++count > MAX_MIME_PARTS) break;
+  }
+  return count;
+}
+
+function flattenAddresses(value: AddressObject | AddressObject[] | undefined): Address[] {
+  if (!value) return [];
+  const out: Address[] = [];
+  const walk = (list: EmailAddress[]) => {
+    for (const a of list) {
+      // An empty group ("Valued Customer:;") is a display name with no address.
+      if (a.group && a.group.length === 0) out.push({ address: '', name: a.name ?? '' });
+      else if (a.group) walk(a.group);
+      else out.push({ address: a.address ?? '', name: a.name ?? '' });
+    }
+  };
+  for (const obj of Array.isArray(value) ? value : [value]) walk(obj.value);
+  return out;
+}
+
+export async function parse(sub: Submission): Promise<Submission> {
+  const raw = sub.raw;
+  if (!raw) return sub; // HTTP submissions arrive already structured.
+  if (countParts(raw) > MAX_MIME_PARTS) {
+    throw new SmtpError(554, '5.6.0', `Message has more than ${MAX_MIME_PARTS} MIME parts`, 'too_many_parts');
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new SmtpError(451, '4.3.0', 'Message took too long to parse, try again later', 'parse_timeout')),
+      PARSE_TIMEOUT_MS,
+    );
+  });
+  try {
+    const mail = await Promise.race([
+      simpleParser(raw, {
+        keepCidLinks: true,
+        skipHtmlToText: true,
+        skipTextToHtml: true,
+        skipImageLinks: true,
+        skipTextLinks: true,
+      }),
+      timeout,
+    ]);
+    for (const line of mail.headerLines) {
+      const colon = line.line.indexOf(':');
+      const rawValue = colon >= 0 ? line.line.slice(colon + 1).replace(/\r?\n[ \t]/g, ' ').trim() : '';
+      const list = sub.rawHeaders.get(line.key) ?? [];
+      list.push(rawValue);
+      sub.rawHeaders.set(line.key, list);
+    }
+    // Unstructured values, unfolded and RFC 2047-decoded (mailparser leaves X- headers encoded;
+    // nodemailer encodes non-ASCII or long values, e.g. X-Transactional-Variables).
+    const seen = new Map<string, number>();
+    sub.headers = mail.headerLines.map((h) => {
+      const n = seen.get(h.key) ?? 0;
+      seen.set(h.key, n + 1);
+      const raw = sub.rawHeaders.get(h.key)?.[n] ?? '';
+      let value: string;
+      try {
+        value = libmime.decodeWords(raw);
+      } catch {
+        value = raw;
+      }
+      return { name: h.key, value };
+    });
+    sub.from = mail.from ? flattenAddresses(mail.from) : undefined;
+    sub.to = flattenAddresses(mail.to);
+    sub.replyTo = flattenAddresses(mail.replyTo);
+    sub.subject = mail.subject ?? '';
+    sub.html = typeof mail.html === 'string' ? mail.html : null;
+    sub.text = typeof mail.text === 'string' ? mail.text : null;
+    sub.attachments = mail.attachments.map((a) => ({
+      filename: a.filename ?? null,
+      contentType: (a.contentType || 'application/octet-stream').toLowerCase(),
+      content: a.content,
+      contentId: a.contentId?.replace(/^<|>$/g, ''),
+      inline: a.contentDisposition === 'inline' || a.related === true,
+    }));
+    // The parsed form is all later stages need; drop the raw bytes early.
+    sub.raw = undefined;
+    return sub;
+  } finally {
+    clearTimeout(timer);
+  }
+}

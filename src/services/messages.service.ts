@@ -1,0 +1,142 @@
+// The message log: filtered, keyset-paginated lists and the full view of one message (its
+// recipients, attempts, events, verdicts and attachments). Shared by the admin and tenant APIs.
+import { z } from 'zod';
+import type { Executor } from '../db/database.ts';
+import * as messages from '../db/messages.repository.ts';
+import type { Recipient } from '../db/schema.ts';
+import * as tenants from '../db/tenants.repository.ts';
+import { invalid, notFound } from './errors.ts';
+import { getTenant } from './tenants.service.ts';
+
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+const dateParam = z
+  .string()
+  .trim()
+  .regex(ISO_DATE, 'must be an ISO 8601 date or date-time')
+  .transform((v, ctx) => {
+    const d = new Date(v);
+    if (Number.isNaN(d.getTime())) {
+      ctx.addIssue({ code: 'custom', message: 'not a valid date' });
+      return z.NEVER;
+    }
+    return d;
+  });
+
+export const MessageListQuery = z.object({
+  tenant: z.string().trim().min(1).optional(),
+  tag: z.string().trim().min(1).max(100).optional(),
+  status: z.enum(['queued', 'deferred', 'sent', 'failed']).optional(),
+  since: dateParam.optional(),
+  until: dateParam.optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().min(1).optional(),
+});
+
+const CURSOR_AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+
+function encodeCursor(createdAt: string, id: string): string {
+  return Buffer.from(`${createdAt}|${id}`, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: string; id: string } {
+  const [createdAt, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  if (!createdAt || !id || !CURSOR_AT.test(createdAt) || !tenants.isUuid(id)) {
+    throw invalid('invalid cursor', [{ path: 'cursor', message: 'use the next_cursor of a previous page' }]);
+  }
+  return { createdAt, id };
+}
+
+function recipientView(r: Recipient) {
+  return { address: r.address, status: r.status, response: r.response };
+}
+
+/**
+ * A page of the message log, newest first. `tenantId` scopes a tenant's own view; admins
+ * pass undefined and may filter with `?tenant=` (id or name).
+ */
+export async function listMessages(db: Executor, query: unknown, tenantId?: string) {
+  // Empty parameters (a cleared form field) mean "no filter".
+  const raw = Object.fromEntries(Object.entries((query ?? {}) as Record<string, unknown>).filter(([, v]) => v !== ''));
+  const q = MessageListQuery.parse(raw);
+  const scope = tenantId ?? (q.tenant !== undefined ? (await getTenant(db, q.tenant)).id : undefined);
+  const rows = await messages.listMessages(db, {
+    tenantId: scope,
+    tag: q.tag,
+    status: q.status,
+    since: q.since,
+    until: q.until,
+    before: q.cursor !== undefined ? decodeCursor(q.cursor) : undefined,
+    limit: q.limit + 1,
+  });
+  const page = rows.slice(0, q.limit);
+  const recipients = await messages.listRecipientsOf(db, page.map((m) => m.id));
+  const byMessage = new Map<string, Recipient[]>();
+  for (const r of recipients) byMessage.set(r.message_id, [...(byMessage.get(r.message_id) ?? []), r]);
+  const last = page.at(-1);
+  return {
+    items: page.map((m) => ({
+      id: m.id,
+      tenant: m.tenant_name,
+      status: m.status,
+      tag: m.tag,
+      route: m.route_name,
+      template: m.template_name,
+      from: m.from_address,
+      subject: m.subject,
+      recipients: (byMessage.get(m.id) ?? []).map(recipientView),
+      attempts: m.attempts,
+      size: m.size,
+      test_mode: m.test_mode,
+      created_at: m.created_at,
+      sent_at: m.sent_at,
+      next_attempt_at: m.next_attempt_at,
+    })),
+    next_cursor: rows.length > q.limit && last ? encodeCursor(last.cursor_at, last.id) : null,
+  };
+}
+
+async function findMessage(db: Executor, id: string, tenantId?: string) {
+  // A malformed id is simply not a message (PostgreSQL would reject it as a uuid).
+  const m = tenants.isUuid(id) ? await messages.findMessage(db, id, tenantId) : undefined;
+  if (!m) throw notFound('message', id);
+  return m;
+}
+
+/** One message with its recipients, attempts, events, verdicts and attachments. */
+export async function getMessageView(db: Executor, id: string, tenantId?: string) {
+  const m = await findMessage(db, id, tenantId);
+  const [tenant, recipients, attempts, events, attachments] = await Promise.all([
+    tenants.findTenant(db, m.tenant_id),
+    messages.listRecipients(db, m.id),
+    messages.listAttempts(db, m.id),
+    messages.listEvents(db, m.id),
+    messages.listAttachments(db, m.id),
+  ]);
+  return {
+    id: m.id,
+    tenant: tenant?.name ?? m.tenant_id,
+    status: m.status,
+    tag: m.tag,
+    route: m.route_name,
+    template: m.template_name,
+    from: m.from_address,
+    subject: m.subject,
+    recipients: recipients.map(recipientView),
+    attempts: m.attempts,
+    attempt_log: attempts.map((a) => ({ number: a.number, route: a.route_name, outcome: a.outcome, response: a.response, at: a.at, duration_ms: a.duration_ms })),
+    created_at: m.created_at,
+    sent_at: m.sent_at,
+    next_attempt_at: m.next_attempt_at,
+    events: events.map((e) => ({ type: e.type, at: e.at, detail: e.detail })),
+    verdicts: m.verdicts,
+    attachments: attachments.map((a) => ({ filename: a.filename, content_type: a.content_type, size: a.size })),
+    size: m.size,
+    test_mode: m.test_mode,
+  };
+}
+
+/** The final MIME as built at acceptance: what delivery sends and capture stores. */
+export async function getMessageMime(db: Executor, id: string, tenantId?: string): Promise<Buffer> {
+  return (await findMessage(db, id, tenantId)).mime;
+}
