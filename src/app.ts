@@ -63,7 +63,9 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     const roles = new Set(config.roles);
     // pg-boss maintenance (expiry, retention) runs where the workers are.
     const boss = await createBoss(handle.url, { supervise: roles.has('worker') });
-    boss.on('error', (err: Error) => log.error({ queue: 'error', err: err.message }, 'queue error'));
+    let shuttingDown = false;
+    // While shutting down, the queue's connections closing is expected, not an error.
+    boss.on('error', (err: Error) => (shuttingDown ? log.debug.bind(log) : log.error.bind(log))({ queue: 'error', err: err.message }, 'queue error'));
     await boss.start();
     cleanups.push(async () => {
       await boss.stop({ graceful: true, timeout: 10_000 });
@@ -105,6 +107,7 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
       adminTokenGenerated: secrets.adminTokenGenerated,
       stop(deadlineMs = 30_000) {
         stopping ??= (async () => {
+          shuttingDown = true;
           const closeHttp = httpServer
             ? new Promise<void>((resolve) => {
                 httpServer!.close(() => resolve());

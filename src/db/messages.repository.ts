@@ -190,3 +190,15 @@ export async function listRecipientsOf(db: Executor, messageIds: string[]): Prom
   if (messageIds.length === 0) return [];
   return await db.selectFrom('recipients').selectAll().where('message_id', 'in', messageIds).orderBy('id').execute();
 }
+
+/** Messages still waiting on a route (queued or deferred). */
+export async function countPendingOnRoute(db: Executor, tenantId: string, routeId: string): Promise<number> {
+  const r = await db
+    .selectFrom('messages')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('tenant_id', '=', tenantId)
+    .where('route_id', '=', routeId)
+    .where('status', 'in', ['queued', 'deferred'])
+    .executeTakeFirstOrThrow();
+  return Number(r.n);
+}

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import type { SecretBox } from '../crypto.ts';
 import type { Executor } from '../db/database.ts';
+import { countPendingOnRoute } from '../db/messages.repository.ts';
 import * as routes from '../db/routes.repository.ts';
 import type { Route, Transport } from '../db/schema.ts';
 import { conflict, invalid, isUniqueViolation, notFound } from './errors.ts';
@@ -177,5 +178,10 @@ export async function updateRoute(db: Executor, box: SecretBox, tenantId: string
 
 export async function deleteRoute(db: Executor, tenantId: string, idOrName: string): Promise<void> {
   const route = await getRoute(db, tenantId, idOrName);
+  // Deleting a route under waiting mail would strand it: nothing would consume its queue.
+  const pending = await countPendingOnRoute(db, tenantId, route.id);
+  if (pending > 0) {
+    throw conflict(`route "${route.name}" still has ${pending} queued or deferred message(s); disable it and let them drain, or wait`);
+  }
   await routes.deleteRoute(db, tenantId, route.id);
 }

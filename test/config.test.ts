@@ -1,0 +1,58 @@
+// Configuration is validated once; a bad value stops start-up with one line naming the variable.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { ConfigError, describeConfig, loadConfig } from '../src/config.ts';
+
+test('defaults follow SPEC §1', () => {
+  const c = loadConfig({});
+  assert.deepEqual(c.smtpPorts, [2525]);
+  assert.deepEqual(c.smtpsPorts, []);
+  assert.equal(c.httpPort, 8080);
+  assert.equal(c.bind, '0.0.0.0');
+  assert.equal(c.requireTls, false);
+  assert.equal(c.maxMessageBytes, 26214400);
+  assert.equal(c.maxRecipients, 50);
+  assert.deepEqual(c.roles, ['smtp', 'api', 'worker']);
+  assert.equal(c.publicUrl, 'http://localhost:8080');
+});
+
+test('production requires TLS, an admin token and a secret', () => {
+  assert.throws(() => loadConfig({ NODE_ENV: 'production', TXRELAY_SECRET: 's'.repeat(40) }), /^ConfigError: configuration error: TXRELAY_ADMIN_TOKEN is required/);
+  assert.throws(() => loadConfig({ NODE_ENV: 'production', TXRELAY_ADMIN_TOKEN: 't'.repeat(20) }), /TXRELAY_SECRET is required/);
+  const c = loadConfig({ NODE_ENV: 'production', TXRELAY_ADMIN_TOKEN: 't'.repeat(20), TXRELAY_SECRET: 's'.repeat(40) });
+  assert.equal(c.requireTls, true);
+});
+
+test('each bad value names its variable in one line', () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ TXRELAY_SMTP_PORTS: '587,abc' }, /TXRELAY_SMTP_PORTS "abc" is not a port number/],
+    [{ TXRELAY_SMTPS_PORTS: '70000' }, /TXRELAY_SMTPS_PORTS "70000" is not a port number/],
+    [{ TXRELAY_HTTP_PORT: 'http' }, /TXRELAY_HTTP_PORT must be a port number/],
+    [{ TXRELAY_REQUIRE_TLS: 'maybe' }, /TXRELAY_REQUIRE_TLS must be true or false/],
+    [{ TXRELAY_MAX_RECIPIENTS: '0' }, /TXRELAY_MAX_RECIPIENTS must be greater than 0/],
+    [{ TXRELAY_MAX_MESSAGE_BYTES: '1.5' }, /TXRELAY_MAX_MESSAGE_BYTES must be a whole number/],
+    [{ TXRELAY_ROLES: 'smtp,mta' }, /TXRELAY_ROLES unknown role "mta"/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must be a postgres/],
+    [{ TXRELAY_PUBLIC_URL: 'ftp://x' }, /TXRELAY_PUBLIC_URL must be an http\(s\) URL/],
+    [{ TXRELAY_SECRET: 'short' }, /TXRELAY_SECRET must be at least 32 characters/],
+    [{ TXRELAY_TLS_CERT: '/c.pem' }, /TXRELAY_TLS_KEY must be set together with TXRELAY_TLS_CERT/],
+    [{ TXRELAY_SMTP_PORTS: '', TXRELAY_SMTPS_PORTS: '' }, /both empty/],
+  ];
+  for (const [env, re] of cases) {
+    assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && re.test(err.message) && !err.message.includes('\n'), JSON.stringify(env));
+  }
+});
+
+test('`txrelay config` masks secrets; a bad variable exits non-zero with one line', () => {
+  const env = { ...process.env, TXRELAY_ADMIN_TOKEN: 'admin-token-1234567890', TXRELAY_SECRET: 'x'.repeat(40), DATABASE_URL: 'postgres://u:hunter2@db:5432/t' };
+  const ok = spawnSync(process.execPath, ['src/cli.ts', 'config'], { env, encoding: 'utf8' });
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.ok(!ok.stdout.includes('admin-token-1234567890'));
+  assert.ok(!ok.stdout.includes('hunter2'));
+  assert.match(ok.stdout, /postgres:\/\/u:\*\*\*\*@db:5432\/t/);
+  const bad = spawnSync(process.execPath, ['src/cli.ts', 'config'], { env: { ...env, TXRELAY_HTTP_PORT: 'eighty' }, encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.equal(bad.stderr.trim(), 'configuration error: TXRELAY_HTTP_PORT must be a port number');
+  assert.equal(describeConfig(loadConfig({ TXRELAY_SECRET: 'y'.repeat(40) })).secret, '****');
+});
