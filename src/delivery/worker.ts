@@ -2,6 +2,7 @@
 // picked up by polling), and a reconciler that gives a new job to any waiting message whose
 // job was lost. What one job does is in deliver.ts.
 import { randomUUID } from 'node:crypto';
+import type { JobResult } from 'pg-boss';
 import type { Context } from '../context.ts';
 import { findOrphans, lockMessage, updateMessage } from '../db/messages.repository.ts';
 import { listAllRoutes } from '../db/routes.repository.ts';
@@ -39,6 +40,8 @@ const RECONCILE_BATCH = 100;
  * `250` to the upstream short; it costs one cheap indexed query per consumer slot and tick.
  */
 const POLLING_INTERVAL_SECONDS = 0.5;
+/** Jobs per fetch for each consumer slot (each slot still delivers one message at a time). */
+const FETCH_BATCH = 4;
 
 interface Consumer {
   workId: string;
@@ -87,14 +90,33 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
   let stopping = false;
   let stopped: Promise<void> | undefined;
 
-  const handler = async (jobs: DeliveryJob[]) => {
-    for (const job of jobs) await processJob(deps, job);
+  // Each job settles on its own: one that could not be recorded is failed (pg-boss retries it;
+  // the job guard makes that safe) without re-running the others of its batch.
+  const handler = async (jobs: DeliveryJob[]): Promise<JobResult[]> => {
+    const results: JobResult[] = [];
+    for (const job of jobs) {
+      try {
+        await processJob(deps, job);
+        results.push({ id: job.id, status: 'completed' });
+      } catch (err) {
+        ctx.log.error({ err: (err as Error).message, job: job.id, message: job.data.messageId }, 'delivery job failed; pg-boss will retry it');
+        results.push({ id: job.id, status: 'failed', output: { error: (err as Error).message } });
+      }
+    }
+    return results;
   };
 
   async function startConsumer(routeId: string, concurrency: number, existing: Consumer | undefined): Promise<void> {
     const name = queueName(routeId);
     await ensureQueue(ctx.boss, routeId);
-    const workId = await ctx.boss.work(name, { localConcurrency: concurrency, pollingIntervalSeconds: POLLING_INTERVAL_SECONDS, batchSize: 1 }, handler);
+    // pg-boss waits out the polling interval after every fetch unless the batch came back full
+    // (burstWhenBatchFull, ignored with batchSize 1): with one job per fetch a slot would take
+    // at most 2 jobs/s. Batches of FETCH_BATCH keep each slot busy while a backlog lasts.
+    const workId = await ctx.boss.work(
+      name,
+      { localConcurrency: concurrency, pollingIntervalSeconds: POLLING_INTERVAL_SECONDS, batchSize: FETCH_BATCH, burstWhenBatchFull: true, perJobResults: true },
+      handler,
+    );
     consumers.set(routeId, { workId, concurrency });
     if (existing) {
       // The old consumer finishes its jobs in the background; stop() waits for it.

@@ -35,8 +35,11 @@ function flattenAddresses(value: AddressObject | AddressObject[] | undefined): A
 }
 
 export async function parse(sub: Submission): Promise<Submission> {
-  const raw = sub.raw;
+  let raw = sub.raw;
   if (!raw) return sub; // HTTP submissions arrive already structured.
+  // Some Windows clients write a UTF-8 byte order mark before the first header; it would hide
+  // the first header (often From) from the parser.
+  if (raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf) raw = raw.subarray(3);
   if (countParts(raw) > MAX_MIME_PARTS) {
     throw new SmtpError(554, '5.6.0', `Message has more than ${MAX_MIME_PARTS} MIME parts`, 'too_many_parts');
   }

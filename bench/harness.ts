@@ -1,0 +1,178 @@
+// The moving parts of `npm run bench` other than the load: the sink child, the txrelay CLI
+// (tenant, key, domain, route set up exactly as an operator would), and the relay as a child
+// process (`node src/cli.ts start`). Every wait is bounded; every child is killed by its pid.
+import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import pg from 'pg';
+import { SmtpConn } from './load.ts';
+
+const REPO = path.resolve(import.meta.dirname, '..');
+const CLI = path.join(REPO, 'src/cli.ts');
+
+/** Resolves when `child` exits, or after `ms` (true when it exited). */
+function exited(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+/** SIGTERM, then SIGKILL if it has not gone within `graceMs`. */
+export async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  child.kill('SIGTERM');
+  if (!(await exited(child, graceMs))) {
+    child.kill('SIGKILL');
+    await exited(child, 5_000);
+  }
+}
+
+export class Sink {
+  readonly child: ChildProcess;
+  readonly port: number;
+
+  private constructor(child: ChildProcess, port: number) {
+    this.child = child;
+    this.port = port;
+  }
+
+  static async start(): Promise<Sink> {
+    const child = fork(path.join(import.meta.dirname, 'sink.ts'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('sink did not start within 20 s')), 20_000);
+      child.once('exit', (code) => reject(new Error(`sink exited with ${code}`)));
+      child.on('message', (m: { type?: string; port?: number }) => {
+        if (m.type === 'ready') {
+          clearTimeout(timer);
+          resolve(m.port!);
+        }
+      });
+    });
+    return new Sink(child, port);
+  }
+
+  /** Messages the sink has received so far. */
+  count(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.child.off('message', onMessage);
+        reject(new Error('sink did not answer within 5 s'));
+      }, 5_000);
+      const onMessage = (m: { type?: string; count?: number }) => {
+        if (m.type !== 'count') return;
+        clearTimeout(timer);
+        this.child.off('message', onMessage);
+        resolve(m.count!);
+      };
+      this.child.on('message', onMessage);
+      this.child.send({ type: 'count' });
+    });
+  }
+
+  /** Polls until the sink has `target` messages or `timeoutMs` passed; returns the last count. */
+  async waitFor(target: number, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const n = await this.count();
+      if (n >= target || Date.now() > deadline) return n;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.connected) this.child.send({ type: 'stop' });
+    if (!(await exited(this.child, 3_000))) await stopChild(this.child, 2_000);
+  }
+}
+
+/** Runs `node src/cli.ts <args> --json` and parses its output. */
+export function cli(env: NodeJS.ProcessEnv, args: string[]): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args, '--json'], { env, cwd: REPO, timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`txrelay ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
+      try {
+        resolve(JSON.parse(stdout) as Record<string, unknown>);
+      } catch {
+        reject(new Error(`txrelay ${args.join(' ')}: not JSON: ${stdout.slice(0, 200)}`));
+      }
+    });
+  });
+}
+
+/** A fresh database on the embedded server (so each phase starts with empty tables). */
+export async function createDatabase(serverUrl: string, name: string): Promise<string> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export interface BenchTenant {
+  key: string;
+  domain: string;
+}
+
+/**
+ * Tenant `bench` with a live send key, a verified domain (with the DKIM key txrelay generates,
+ * so messages are signed as in production) and one smtp route to the sink, pooled.
+ */
+export async function setupTenant(env: NodeJS.ProcessEnv, sinkPort: number): Promise<BenchTenant> {
+  const domain = 'bench.example';
+  await cli(env, ['tenant', 'create', 'bench']);
+  const key = await cli(env, ['key', 'create', 'bench', '--scope', 'send']);
+  await cli(env, ['domain', 'add', 'bench', domain, '--verified']);
+  await cli(env, ['route', 'create', 'bench', 'sink', '--transport', 'smtp', '--config', JSON.stringify({ host: '127.0.0.1', port: sinkPort, pool: true })]);
+  return { key: String(key.key), domain };
+}
+
+export class RelayProcess {
+  readonly child: ChildProcess;
+  /** The last lines the relay wrote (warn and above), for error reports. */
+  readonly output: string[] = [];
+
+  private constructor(child: ChildProcess) {
+    this.child = child;
+    const keep = (chunk: Buffer) => {
+      this.output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      this.output.splice(0, Math.max(0, this.output.length - 20));
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+  }
+
+  /** Starts `node src/cli.ts start` and waits (up to 60 s) until its SMTP port greets. */
+  static async start(env: NodeJS.ProcessEnv, smtpPort: number): Promise<RelayProcess> {
+    const child = spawn(process.execPath, [CLI, 'start'], { env, cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const relay = new RelayProcess(child);
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`relay exited with ${child.exitCode}: ${relay.output.join('\n')}`);
+      try {
+        const { conn } = await SmtpConn.open(smtpPort);
+        await conn.quit();
+        return relay;
+      } catch {
+        if (Date.now() > deadline) {
+          await stopChild(child, 2_000);
+          throw new Error(`relay did not greet on port ${smtpPort} within 60 s: ${relay.output.join('\n')}`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  /** Graceful stop (SIGTERM), killed after 10 s: the bench does not wait out a slow drain. */
+  stop(): Promise<void> {
+    return stopChild(this.child, 10_000);
+  }
+}
