@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import type { Executor } from '../db/database.ts';
 import * as messages from '../db/messages.repository.ts';
-import type { Recipient } from '../db/schema.ts';
+import type { Message, Recipient } from '../db/schema.ts';
 import * as tenants from '../db/tenants.repository.ts';
 import { invalid, notFound } from './errors.ts';
 import { getTenant } from './tenants.service.ts';
@@ -75,24 +75,31 @@ export async function listMessages(db: Executor, query: unknown, tenantId?: stri
   for (const r of recipients) byMessage.set(r.message_id, [...(byMessage.get(r.message_id) ?? []), r]);
   const last = page.at(-1);
   return {
-    items: page.map((m) => ({
-      id: m.id,
-      tenant: m.tenant_name,
-      status: m.status,
-      tag: m.tag,
-      route: m.route_name,
-      template: m.template_name,
-      from: m.from_address,
-      subject: m.subject,
-      recipients: (byMessage.get(m.id) ?? []).map(recipientView),
-      attempts: m.attempts,
-      size: m.size,
-      test_mode: m.test_mode,
-      created_at: m.created_at,
-      sent_at: m.sent_at,
-      next_attempt_at: m.next_attempt_at,
-    })),
+    items: page.map((m) => ({ ...summaryView(m, m.tenant_name, byMessage.get(m.id) ?? []), size: m.size, test_mode: m.test_mode })),
     next_cursor: rows.length > q.limit && last ? encodeCursor(last.cursor_at, last.id) : null,
+  };
+}
+
+/** The fields a message shows in the log and in its own view (SPEC §7 message shape). */
+function summaryView(
+  m: Pick<Message, 'id' | 'status' | 'tag' | 'route_name' | 'template_name' | 'from_address' | 'subject' | 'attempts' | 'created_at' | 'sent_at' | 'next_attempt_at'>,
+  tenantName: string,
+  recipients: Recipient[],
+) {
+  return {
+    id: m.id,
+    tenant: tenantName,
+    status: m.status,
+    tag: m.tag,
+    route: m.route_name,
+    template: m.template_name,
+    from: m.from_address,
+    subject: m.subject,
+    recipients: recipients.map(recipientView),
+    attempts: m.attempts,
+    created_at: m.created_at,
+    sent_at: m.sent_at,
+    next_attempt_at: m.next_attempt_at,
   };
 }
 
@@ -114,20 +121,8 @@ export async function getMessageView(db: Executor, id: string, tenantId?: string
     messages.listAttachments(db, m.id),
   ]);
   return {
-    id: m.id,
-    tenant: tenant?.name ?? m.tenant_id,
-    status: m.status,
-    tag: m.tag,
-    route: m.route_name,
-    template: m.template_name,
-    from: m.from_address,
-    subject: m.subject,
-    recipients: recipients.map(recipientView),
-    attempts: m.attempts,
+    ...summaryView(m, tenant?.name ?? m.tenant_id, recipients),
     attempt_log: attempts.map((a) => ({ number: a.number, route: a.route_name, outcome: a.outcome, response: a.response, at: a.at, duration_ms: a.duration_ms })),
-    created_at: m.created_at,
-    sent_at: m.sent_at,
-    next_attempt_at: m.next_attempt_at,
     events: events.map((e) => ({ type: e.type, at: e.at, detail: e.detail })),
     verdicts: m.verdicts,
     attachments: attachments.map((a) => ({ filename: a.filename, content_type: a.content_type, size: a.size })),
