@@ -32,6 +32,9 @@ export async function createBoss(url: string, options: { max?: number; supervise
     application_name: 'txrelay-queue',
     supervise: options.supervise ?? true,
     superviseIntervalSeconds: 10,
+    // Jobs whose heartbeat stopped are failed (and retried) only when the monitor runs; its
+    // default of 60 s would leave a dead worker's jobs waiting over a minute.
+    monitorIntervalSeconds: 10,
     schedule: false,
     connectionTimeoutMillis: 5_000,
   });

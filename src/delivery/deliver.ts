@@ -177,6 +177,26 @@ async function record(
   return { recorded, outcome, ...(nextAttemptAt ? { nextAttemptAt } : {}) };
 }
 
+const RECORD_RETRY_LIMIT_MS = 60_000;
+
+/**
+ * The upstream exchange already happened: if the database is briefly away, keep trying to write
+ * it down rather than throwing (pg-boss would retry the job and send the message again). Safe to
+ * repeat: the job guard under the row lock lets only the first writer record.
+ */
+async function recordWithRetry<T>(ctx: Context, write: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + RECORD_RETRY_LIMIT_MS;
+  for (let delay = 500; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return await write();
+    } catch (err) {
+      if (Date.now() + delay > deadline) throw err;
+      ctx.log.warn({ err: (err as Error).message, retry_in_ms: delay }, 'recording a delivery attempt failed; retrying');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
 /**
  * Handles one delivery job. Returns normally for a job that has nothing to do (stale or
  * duplicate); throws only when the outcome could not be recorded, so pg-boss retries the job
@@ -223,7 +243,7 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<
   });
   const fallback = decision.kind === 'exhausted' ? await fallbackFor(deps, message, route) : undefined;
   const lastResponses = new Map(recipients.map((x) => [x.address, x.response]));
-  const r = await record(deps, job, message, route, decision, fallback, attemptNo, durationMs, lastResponses);
+  const r = await recordWithRetry(ctx, () => record(deps, job, message, route, decision, fallback, attemptNo, durationMs, lastResponses));
 
   if (!r.recorded) {
     ctx.log.warn({ ...log, outcome: 'superseded' }, 'delivery attempt not recorded: message already moved on');
