@@ -18,6 +18,7 @@ import { resolveSecrets } from './secrets.ts';
 import { seedDemo, type SeedResult } from './seed.ts';
 import { startSmtp, type SmtpListeners } from './smtp/server.ts';
 import { loadTls } from './smtp/tls.ts';
+import { closeTemplateEngine, templateEngine } from './templates/index.ts';
 
 export interface RunningApp {
   ctx: Context;
@@ -79,11 +80,13 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
       log,
       adminToken: secrets.adminToken,
     };
+    // Awaited at shutdown: isolated-vm must not be torn down mid-dispose.
+    cleanups.push(() => closeTemplateEngine(ctx));
     const seeded = await seedDemo(ctx);
 
     let smtp: SmtpListeners | undefined;
     if (roles.has('smtp')) {
-      smtp = await startSmtp(ctx, createPipeline(ctx), await loadTls(config));
+      smtp = await startSmtp(ctx, createPipeline(ctx, templateEngine(ctx).render), await loadTls(config));
     }
     let httpServer: http.Server | undefined;
     if (roles.has('api')) {

@@ -9,9 +9,11 @@ import { SecretBox } from './crypto.ts';
 import { migrateToLatest } from './db/migrate.ts';
 import { createLogger } from './log.ts';
 import { resolveSecrets } from './secrets.ts';
+import { createTemplateEngine } from './templates/renderer.ts';
 import { ApiError } from './services/errors.ts';
 import * as domainsService from './services/domains.service.ts';
 import * as routesService from './services/routes.service.ts';
+import * as templatesService from './services/templates.service.ts';
 import * as tenantsService from './services/tenants.service.ts';
 
 const USAGE = `txrelay <command>
@@ -24,6 +26,9 @@ const USAGE = `txrelay <command>
   key create <tenant> [--scope send|read|full] [--mode live|test]
   domain add <tenant> <domain> [--verified]
   route create <tenant> <name> --transport smtp|postal|http|capture [--config '<json>'] [--fallback <route>]
+  template create|replace <tenant> <name> --html-file <path> [--subject '<nunjucks>']
+  template list <tenant> | show|delete <tenant> <template>
+  template render <tenant> <template> [--variables '<json>']
 
 Options: --json prints machine-readable output.`;
 
@@ -97,6 +102,9 @@ export async function main(argv: string[]): Promise<void> {
       transport: { type: 'string' },
       config: { type: 'string' },
       fallback: { type: 'string' },
+      subject: { type: 'string' },
+      'html-file': { type: 'string' },
+      variables: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -153,6 +161,41 @@ export async function main(argv: string[]): Promise<void> {
           fallback: values.fallback,
         });
         return print(json, await routesService.routeView(db, r), `route ${r.name} (${r.transport}) created (${r.id})`);
+      });
+    case 'template':
+      return await withDatabase(config, async (db) => {
+        if (!sub || !rest[0]) throw new UsageError();
+        const t = await tenantsService.getTenant(db, rest[0]);
+        // Compile checks and previews run in the same sandbox as the relay's renders.
+        const engine = createTemplateEngine(db);
+        try {
+          if ((sub === 'create' || sub === 'replace') && rest[1] && values['html-file']) {
+            const input = { name: rest[1], subject: values.subject ?? '', html: fs.readFileSync(values['html-file'], 'utf8') };
+            const saved = sub === 'create'
+              ? await templatesService.createTemplate(db, engine, t.id, input)
+              : await templatesService.replaceTemplate(db, engine, t.id, rest[1], input);
+            return print(json, templatesService.templateView(saved), `template ${saved.name} saved (version ${saved.version}, ${saved.id})`);
+          }
+          if (sub === 'list') {
+            const list = (await templatesService.listTemplates(db, t.id)).map(templatesService.templateView);
+            return print(json, list, list.map((v) => `${v.name}\tv${v.version}\t${v.id}`).join('\n'));
+          }
+          if (sub === 'show' && rest[1]) {
+            const v = templatesService.templateView(await templatesService.getTemplate(db, t.id, rest[1]));
+            return print(json, v, `Subject: ${v.subject}\n\n${v.html}`);
+          }
+          if (sub === 'delete' && rest[1]) {
+            await templatesService.deleteTemplate(db, engine, t.id, rest[1]);
+            return print(json, { ok: true }, `template ${rest[1]} deleted`);
+          }
+          if (sub === 'render' && rest[1]) {
+            const out = await templatesService.renderTemplate(db, engine, t.id, rest[1], { variables: values.variables ? JSON.parse(values.variables) : {} });
+            return print(json, out, `Subject: ${out.subject}\n\n${out.html}`);
+          }
+          throw new UsageError();
+        } finally {
+          await engine.close();
+        }
       });
     default:
       throw new UsageError();

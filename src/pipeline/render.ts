@@ -6,7 +6,11 @@ import { SmtpError } from '../smtp/smtp-error.ts';
 import type { Submission } from './submission.ts';
 import type { Template } from '../db/schema.ts';
 
-/** Renders a template source with variables; supplied by the templates module. */
+/**
+ * Renders a subject and HTML source with variables; supplied by the templates module
+ * (src/templates). `template` is set when the sources are that stored template's. Failures are
+ * SmtpError 554 5.6.0 naming the template, line and problem.
+ */
 export type Renderer = (tenantId: string, input: { subject: string; html: string; template?: Template }, variables: Record<string, unknown>) => Promise<{ subject: string; html: string }>;
 
 export function render(db: Executor, renderer: Renderer | undefined) {
@@ -20,11 +24,12 @@ export function render(db: Executor, renderer: Renderer | undefined) {
     }
     if (sub.template || sub.variables) {
       if (!renderer) throw new SmtpError(554, '5.6.0', 'Template rendering is not enabled on this relay', 'render_unavailable');
+      // A template without a subject keeps the message's Subject as it was sent, unrendered.
       const source = sub.template
-        ? { subject: sub.template.subject || sub.subject, html: sub.template.html, template: sub.template }
+        ? { subject: sub.template.subject, html: sub.template.html, template: sub.template }
         : { subject: sub.subject, html: sub.html ?? '' };
       const out = await renderer(tenantId, source, sub.variables ?? {});
-      sub.subject = out.subject;
+      if (!sub.template || sub.template.subject) sub.subject = out.subject;
       sub.html = out.html;
       sub.verdicts.push({ rule: 'template', action: 'rendered', detail: sub.template ? `template ${sub.template.name}` : 'message body with variables' });
     }

@@ -6,6 +6,7 @@ import { domainsRouter } from './domains.ts';
 import { keysRouter } from './keys.ts';
 import { messagesRouter } from './messages.ts';
 import { routesRouter } from './routes.ts';
+import { templatesRouter } from './templates.ts';
 import { loadTenant, tenantsRouter } from './tenants.ts';
 
 export function adminRouter(ctx: Context, resolveTxt: TxtResolver): Router {
@@ -15,6 +16,7 @@ export function adminRouter(ctx: Context, resolveTxt: TxtResolver): Router {
   router.use('/tenants/:tenant/keys', keysRouter(ctx));
   router.use('/tenants/:tenant/domains', domainsRouter(ctx, resolveTxt));
   router.use('/tenants/:tenant/routes', routesRouter(ctx));
+  router.use('/tenants/:tenant/templates', templatesRouter(ctx));
   router.use('/messages', messagesRouter(ctx));
   return router;
 }
