@@ -72,8 +72,24 @@ export async function findMessage(db: Executor, id: string, tenantId?: string): 
   return await q.executeTakeFirst();
 }
 
-export async function lockMessage(db: Executor, id: string): Promise<Message | undefined> {
-  return await db.selectFrom('messages').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+/** Every column but `mime` (up to 25 MiB): for callers that need the message, not its bytes. */
+export type MessageMeta = Omit<Message, 'mime'>;
+const META_COLUMNS = [
+  'id', 'tenant_id', 'api_key_id', 'status', 'tag', 'route_id', 'route_name', 'template_id', 'template_name', 'test_mode',
+  'mail_from', 'from_address', 'subject', 'message_id_header', 'size', 'verdicts', 'attempts', 'job_id', 'next_attempt_at',
+  'idempotency_key', 'created_at', 'updated_at', 'sent_at',
+] as const satisfies readonly (keyof MessageMeta)[];
+
+/** One message without its bytes; tenantId undefined only for admin callers. */
+export async function findMessageMeta(db: Executor, id: string, tenantId?: string): Promise<MessageMeta | undefined> {
+  let q = db.selectFrom('messages').select(META_COLUMNS).where('id', '=', id);
+  if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
+  return await q.executeTakeFirst();
+}
+
+/** Locks the row for the rest of the transaction; the bytes are not read. */
+export async function lockMessage(db: Executor, id: string): Promise<MessageMeta | undefined> {
+  return await db.selectFrom('messages').select(META_COLUMNS).where('id', '=', id).forUpdate().executeTakeFirst();
 }
 
 export async function listRecipients(db: Executor, messageId: string): Promise<Recipient[]> {

@@ -103,16 +103,16 @@ function summaryView(
   };
 }
 
-async function findMessage(db: Executor, id: string, tenantId?: string) {
-  // A malformed id is simply not a message (PostgreSQL would reject it as a uuid).
-  const m = tenants.isUuid(id) ? await messages.findMessage(db, id, tenantId) : undefined;
+/** The message through `lookup` (with or without its bytes), or 404; a malformed id is simply not a message. */
+async function findMessage<M>(lookup: (db: Executor, id: string, tenantId?: string) => Promise<M | undefined>, db: Executor, id: string, tenantId?: string): Promise<M> {
+  const m = tenants.isUuid(id) ? await lookup(db, id, tenantId) : undefined;
   if (!m) throw notFound('message', id);
   return m;
 }
 
 /** One message with its recipients, attempts, events, verdicts and attachments. */
 export async function getMessageView(db: Executor, id: string, tenantId?: string) {
-  const m = await findMessage(db, id, tenantId);
+  const m = await findMessage(messages.findMessageMeta, db, id, tenantId);
   const [tenant, recipients, attempts, events, attachments] = await Promise.all([
     tenants.findTenant(db, m.tenant_id),
     messages.listRecipients(db, m.id),
@@ -133,5 +133,5 @@ export async function getMessageView(db: Executor, id: string, tenantId?: string
 
 /** The final MIME as built at acceptance: what delivery sends and capture stores. */
 export async function getMessageMime(db: Executor, id: string, tenantId?: string): Promise<Buffer> {
-  return (await findMessage(db, id, tenantId)).mime;
+  return (await findMessage(messages.findMessage, db, id, tenantId)).mime;
 }
