@@ -12,16 +12,10 @@ import { insertAttempt, insertEvent } from '../../src/db/messages.repository.ts'
 import { commitMessage } from '../../src/pipeline/commit.ts';
 import { queueName } from '../../src/queue.ts';
 import { TEST_ADMIN_TOKEN, testContext, type TestContext } from '../helpers/context.ts';
+import { callJson, type CallOptions, type Reply } from '../helpers/http.ts';
 
 const MISSING = '00000000-0000-4000-8000-000000000000';
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  text: string;
-  // Test code reads arbitrary fields of the JSON answers.
-  body: any;
-}
 
 async function serve(app: ReturnType<typeof createApiApp>): Promise<{ server: http.Server; base: string }> {
   const server = app.listen(0, '127.0.0.1');
@@ -40,28 +34,7 @@ describe('admin API', () => {
   let base: string;
   const txt = new Map<string, string[][] | Error>();
 
-  async function call(
-    method: string,
-    path: string,
-    options: { body?: unknown; raw?: string; token?: string | null; headers?: Record<string, string> } = {},
-  ): Promise<Reply> {
-    const headers: Record<string, string> = { ...options.headers };
-    const token = options.token === undefined ? TEST_ADMIN_TOKEN : options.token;
-    if (token !== null) headers.authorization = `Bearer ${token}`;
-    let body: string | undefined;
-    if (options.raw !== undefined) body = options.raw;
-    else if (options.body !== undefined) body = JSON.stringify(options.body);
-    if (body !== undefined && !headers['content-type']) headers['content-type'] = 'application/json';
-    const res = await fetch(base + path, { method, headers, body });
-    const text = await res.text();
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    return { status: res.status, headers: res.headers, text, body: json };
-  }
+  const call = (method: string, path: string, options: CallOptions = {}): Promise<Reply> => callJson(base, method, path, options);
 
   function assertError(r: Reply, status: number, code: string): void {
     assert.equal(r.status, status, r.text);

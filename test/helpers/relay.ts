@@ -84,3 +84,16 @@ export async function eventually<T>(fn: () => Promise<T | undefined | null | fal
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Sends one message with nodemailer; the server's reply text, or the refusal's response. */
+export async function sendForReply(port: number, key: string | undefined, mail: Record<string, unknown>): Promise<string> {
+  const transport = client(port, key);
+  try {
+    const info = await transport.sendMail(mail);
+    return info.response;
+  } catch (err) {
+    return String((err as { response?: string }).response ?? (err as Error).message);
+  } finally {
+    transport.close();
+  }
+}

@@ -6,7 +6,7 @@ import { simpleParser } from 'mailparser';
 import { findMessage, listRecipients } from '../../src/db/messages.repository.ts';
 import { updateTenant } from '../../src/services/tenants.service.ts';
 import { createKey, createTenant } from '../../src/services/tenants.service.ts';
-import { addRoute, client, eventually, setupTenant, startTestRelay, type TestRelay, type TenantSetup } from '../helpers/relay.ts';
+import { addRoute, client, eventually, sendForReply, setupTenant, startTestRelay, type TestRelay, type TenantSetup } from '../helpers/relay.ts';
 import { plain, RawSmtp } from '../helpers/smtp-client.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -26,15 +26,7 @@ function queuedId(response: string): string {
 
 /** Sends with nodemailer and returns the server's reply text or the error's response. */
 async function send(key: string | undefined, mail: Record<string, unknown>, port = relay.smtpPort): Promise<string> {
-  const transport = client(port, key);
-  try {
-    const info = await transport.sendMail({ from: 'App <app@acme.example>', to: 'user@dest.example', subject: 'Hi', html: '<p>Hello</p>', ...mail });
-    return info.response;
-  } catch (err) {
-    return String((err as { response?: string }).response ?? (err as Error).message);
-  } finally {
-    transport.close();
-  }
+  return await sendForReply(port, key, { from: 'App <app@acme.example>', to: 'user@dest.example', subject: 'Hi', html: '<p>Hello</p>', ...mail });
 }
 
 before(async () => {

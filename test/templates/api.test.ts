@@ -7,32 +7,15 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createApiApp } from '../../src/api/app.ts';
 import { closeTemplateEngine } from '../../src/templates/index.ts';
-import { TEST_ADMIN_TOKEN, testContext, type TestContext } from '../helpers/context.ts';
+import { testContext, type TestContext } from '../helpers/context.ts';
+import { callJson, type Reply } from '../helpers/http.ts';
 
-interface Reply {
-  status: number;
-  text: string;
-  // Test code reads arbitrary fields of the JSON answers.
-  body: any;
-}
 
 let ctx: TestContext;
 let server: http.Server;
 let base: string;
 
-async function call(method: string, path: string, body?: unknown): Promise<Reply> {
-  const headers: Record<string, string> = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, text, body: json };
-}
+const call = (method: string, path: string, body?: unknown): Promise<Reply> => callJson(base, method, path, { body });
 
 function assertError(r: Reply, status: number, code: string): void {
   assert.equal(r.status, status, r.text);

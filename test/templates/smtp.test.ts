@@ -15,7 +15,7 @@ import { startSmtp, type SmtpListeners } from '../../src/smtp/server.ts';
 import { loadTls } from '../../src/smtp/tls.ts';
 import { createTemplateEngine, type TemplateEngine } from '../../src/templates/renderer.ts';
 import { testContext, type TestContext } from '../helpers/context.ts';
-import { client, setupTenant, type TenantSetup } from '../helpers/relay.ts';
+import { sendForReply, setupTenant, type TenantSetup } from '../helpers/relay.ts';
 
 const QUEUED = /^250 2\.0\.0 Ok: queued as ([0-9a-f-]{36})$/;
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-tpl-smtp-'));
@@ -46,15 +46,7 @@ after(async () => {
 
 /** Sends with nodemailer; the server's reply text, or the error's response. */
 async function send(mail: Record<string, unknown>): Promise<string> {
-  const transport = client(smtp.ports[0], acme.testKey);
-  try {
-    const info = await transport.sendMail({ from: 'App <app@acme.example>', to: 'user@dest.example', subject: 'Original subject', html: '<p>Original body</p>', ...mail });
-    return info.response;
-  } catch (err) {
-    return String((err as { response?: string }).response ?? (err as Error).message);
-  } finally {
-    transport.close();
-  }
+  return await sendForReply(smtp.ports[0], acme.testKey, { from: 'App <app@acme.example>', to: 'user@dest.example', subject: 'Original subject', html: '<p>Original body</p>', ...mail });
 }
 
 async function delivered(response: string): Promise<ParsedMail> {
