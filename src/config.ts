@@ -69,6 +69,14 @@ const schema = z.object({
   TXRELAY_SECRET: z.string().trim().min(32, 'must be at least 32 characters').optional(),
   TXRELAY_MAX_MESSAGE_BYTES: positiveInt.default(26214400),
   TXRELAY_MAX_RECIPIENTS: positiveInt.default(50),
+  // The operator's SPF include (e.g. spf.example-esp.net) that customers add to their domain's
+  // SPF record. Underscores are allowed: SPF includes are often `_spf.` names.
+  TXRELAY_SPF_INCLUDE: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .regex(/^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$/, 'must be a host name (e.g. spf.example-esp.net)')
+    .optional(),
   TXRELAY_ROLES: z
     .string()
     .trim()
@@ -103,6 +111,8 @@ export interface Config {
   maxMessageBytes: number;
   maxRecipients: number;
   roles: Role[];
+  /** Host name for `include:` in the SPF record that adding a domain asks for; unset: none. */
+  spfInclude: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -161,6 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxMessageBytes: e.TXRELAY_MAX_MESSAGE_BYTES,
     maxRecipients: e.TXRELAY_MAX_RECIPIENTS,
     roles,
+    spfInclude: e.TXRELAY_SPF_INCLUDE,
   };
 }
 

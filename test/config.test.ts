@@ -17,6 +17,11 @@ test('defaults follow SPEC §1', () => {
   assert.equal(c.publicUrl, 'http://localhost:8080');
 });
 
+test('TXRELAY_SPF_INCLUDE: unset by default, a host name (underscores allowed) when set', () => {
+  assert.equal(loadConfig({}).spfInclude, undefined);
+  assert.equal(loadConfig({ TXRELAY_SPF_INCLUDE: ' _spf.Example-ESP.net ' }).spfInclude, '_spf.example-esp.net');
+});
+
 test('production requires TLS, an admin token and a secret', () => {
   assert.throws(() => loadConfig({ NODE_ENV: 'production', TXRELAY_SECRET: 's'.repeat(40) }), /^ConfigError: configuration error: TXRELAY_ADMIN_TOKEN is required/);
   assert.throws(() => loadConfig({ NODE_ENV: 'production', TXRELAY_ADMIN_TOKEN: 't'.repeat(20) }), /TXRELAY_SECRET is required/);
@@ -38,6 +43,8 @@ test('each bad value names its variable in one line', () => {
     [{ TXRELAY_SECRET: 'short' }, /TXRELAY_SECRET must be at least 32 characters/],
     [{ TXRELAY_TLS_CERT: '/c.pem' }, /TXRELAY_TLS_KEY must be set together with TXRELAY_TLS_CERT/],
     [{ TXRELAY_SMTP_PORTS: '', TXRELAY_SMTPS_PORTS: '' }, /both empty/],
+    [{ TXRELAY_SPF_INCLUDE: 'include:spf.example.net' }, /TXRELAY_SPF_INCLUDE must be a host name/],
+    [{ TXRELAY_SPF_INCLUDE: 'localhost' }, /TXRELAY_SPF_INCLUDE must be a host name/],
   ];
   for (const [env, re] of cases) {
     assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && re.test(err.message) && !err.message.includes('\n'), JSON.stringify(env));

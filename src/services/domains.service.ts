@@ -21,21 +21,46 @@ export interface DnsRecord {
   type: 'TXT';
   name: string;
   value: string;
-  purpose: 'verification' | 'dkim';
+  purpose: 'verification' | 'dkim' | 'spf';
 }
 
-export function dnsRecords(d: Domain): DnsRecord[] {
+export const spfRecordValue = (include: string): string => `v=spf1 include:${include} ~all`;
+
+/**
+ * The records a customer publishes: the verification token, the DKIM public key, and, when the
+ * operator configures TXRELAY_SPF_INCLUDE, an SPF record including it (merged into the
+ * domain's existing SPF record if it has one: a name may carry only one, RFC 7208 §3.2).
+ */
+export function dnsRecords(d: Domain, spfInclude?: string): DnsRecord[] {
   const records: DnsRecord[] = [
     { type: 'TXT', name: `_txrelay.${d.name}`, value: `txrelay-verification=${d.verification_token}`, purpose: 'verification' },
   ];
   if (d.dkim_selector && d.dkim_public_key) {
     records.push({ type: 'TXT', name: `${d.dkim_selector}._domainkey.${d.name}`, value: `v=DKIM1; k=rsa; p=${d.dkim_public_key}`, purpose: 'dkim' });
   }
+  if (spfInclude) {
+    records.push({ type: 'TXT', name: d.name, value: spfRecordValue(spfInclude), purpose: 'spf' });
+  }
   return records;
 }
 
-export function domainView(d: Domain) {
-  return { id: d.id, name: d.name, verified: d.verified, verified_at: d.verified_at, dns_records: dnsRecords(d), created_at: d.created_at };
+/**
+ * The API's view of a domain. Each record carries its status at the last DNS check (`valid`,
+ * `missing`, `mismatch`, `unknown`; `unchecked` before any); `dns_problem` says what a verified
+ * domain's last re-check found missing (null when all is well).
+ */
+export function domainView(d: Domain, spfInclude?: string) {
+  const records = dnsRecords(d, spfInclude).map((r) => ({ ...r, status: d.dns_checks?.[r.purpose] ?? 'unchecked' }));
+  return {
+    id: d.id,
+    name: d.name,
+    verified: d.verified,
+    verified_at: d.verified_at,
+    dns_records: records,
+    checked_at: d.checked_at,
+    dns_problem: d.dns_problem,
+    created_at: d.created_at,
+  };
 }
 
 export async function addDomain(db: Executor, box: SecretBox, tenantId: string, input: z.input<typeof DomainCreate>): Promise<Domain> {
@@ -57,6 +82,10 @@ export async function addDomain(db: Executor, box: SecretBox, tenantId: string, 
     if (isUniqueViolation(err)) throw conflict(`domain "${name}" already exists for this tenant`);
     throw err;
   }
+}
+
+export async function listDomains(db: Executor, tenantId: string): Promise<Domain[]> {
+  return await domains.listDomains(db, tenantId);
 }
 
 export async function getDomain(db: Executor, tenantId: string, idOrName: string): Promise<Domain> {

@@ -3,6 +3,7 @@
 import nodemailer from 'nodemailer';
 import { startApp, type RunningApp } from '../../src/app.ts';
 import type { Context } from '../../src/context.ts';
+import type { TxtResolver } from '../../src/services/domain-verification.service.ts';
 import { addDomain } from '../../src/services/domains.service.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createKey, createTenant } from '../../src/services/tenants.service.ts';
@@ -22,10 +23,17 @@ export interface TestRelay {
   close(): Promise<void>;
 }
 
-export async function startTestRelay(env: Record<string, string> = {}, tdb?: TestDatabase): Promise<TestRelay> {
+/** Tests never ask public DNS: unless a test brings its own resolver, DNS "does not answer". */
+export const noDns: TxtResolver = async (hostname) => {
+  throw Object.assign(new Error(`queryTxt ECONNREFUSED ${hostname} (no DNS in tests)`), { code: 'ECONNREFUSED' });
+};
+
+export async function startTestRelay(env: Record<string, string> = {}, tdb?: TestDatabase, options: { resolveTxt?: TxtResolver } = {}): Promise<TestRelay> {
   const db = tdb ?? (await testDatabase());
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-data-'));
-  const app = await startApp(testConfig({ DATABASE_URL: db.url, TXRELAY_DATA_DIR: dataDir, NODE_ENV: 'test-no-seed', ...env }));
+  const app = await startApp(testConfig({ DATABASE_URL: db.url, TXRELAY_DATA_DIR: dataDir, NODE_ENV: 'test-no-seed', ...env }), {
+    resolveTxt: options.resolveTxt ?? noDns,
+  });
   return {
     app,
     ctx: app.ctx,
