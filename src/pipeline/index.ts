@@ -8,6 +8,7 @@ import { buildMime } from './build.ts';
 import { checkSender } from './check-sender.ts';
 import { commitMessage } from './commit.ts';
 import { parse } from './parse.ts';
+import { rateLimit, releaseRateSlot } from './rate-limit.ts';
 import { render, type Renderer } from './render.ts';
 import { resolveRoute } from './resolve-route.ts';
 import type { Submission } from './submission.ts';
@@ -26,14 +27,18 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
   const stages: Stage[] = [
     parse,
     authenticate(ctx.db),
+    rateLimit(ctx.db),
     applyHeaders,
     checkSender(ctx.db),
     resolveRoute(ctx.db),
     render(ctx.db, renderer),
   ];
-  return async function acceptSubmission(input: Submission): Promise<Accepted> {
-    let sub = input;
-    for (const stage of stages) sub = await stage(sub);
+  // Only messages accepted as new use up the tenant's rate limit: any other outcome gives the
+  // slot back (a failed give-back only makes the limit stricter until the minute ends).
+  const releaseSlot = (sub: Submission) =>
+    releaseRateSlot(ctx.db, sub).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message }, 'rate-limit slot not given back'));
+
+  async function store(sub: Submission): Promise<Accepted> {
     const id = uuidv7();
     const built = await buildMime(ctx.db, ctx.box, ctx.config.hostname, id, sub);
     const principal = sub.principal!;
@@ -61,6 +66,19 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
       idempotencyKey: sub.idempotencyKey,
     });
     return { id: committed, tenantId: principal.tenant.id, tag: sub.tag, route: routeName, duplicate: committed !== id };
+  }
+
+  return async function acceptSubmission(input: Submission): Promise<Accepted> {
+    let sub = input;
+    try {
+      for (const stage of stages) sub = await stage(sub);
+      const accepted = await store(sub);
+      if (accepted.duplicate) await releaseSlot(sub);
+      return accepted;
+    } catch (err) {
+      await releaseSlot(sub);
+      throw err;
+    }
   };
 }
 

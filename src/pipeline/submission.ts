@@ -57,6 +57,8 @@ export interface Submission {
   template?: Template;
   testMode: boolean;
   verdicts: Verdict[];
+  /** The rate-limit window this message was counted in, until it is accepted (rate-limit.ts). */
+  rateWindow?: Date;
 }
 
 export function newSubmission(partial: Pick<Submission, 'source' | 'envelope'> & Partial<Submission>): Submission {

@@ -5,6 +5,7 @@ import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } fro
 import type { Context } from '../context.ts';
 import { assertCanSend, invalidKey, lookupKey } from '../pipeline/authenticate.ts';
 import type { AcceptSubmission } from '../pipeline/index.ts';
+import { rateLimitedNow } from '../pipeline/rate-limit.ts';
 import { newSubmission, type Principal } from '../pipeline/submission.ts';
 import { applySmtpServerPatches } from './patches.ts';
 import { SmtpError, toSmtpError } from './smtp-error.ts';
@@ -137,7 +138,16 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
         }
       }
       stateOf(session).transactionStarted = Date.now();
-      callback();
+      if (!principal) return callback();
+      // A full rate-limit window refuses here, before the client uploads DATA. The count at the
+      // end of DATA stays the authoritative check, so a database fault here lets MAIL through.
+      rateLimitedNow(ctx.db, principal.tenant).then(
+        (refusal) => callback(refusal),
+        (err: unknown) => {
+          log.warn({ smtp: 'mail', session: session.id, tenant: principal.tenant.id, err: (err as Error).message }, 'rate limit check failed; DATA will decide');
+          callback();
+        },
+      );
     },
 
     onRcptTo(_address: unknown, session: SMTPServerSession, callback: (err?: Error | null) => void) {

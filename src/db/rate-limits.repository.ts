@@ -1,0 +1,85 @@
+// Per-tenant message counters for the sending rate limit, one row per tenant and calendar
+// minute. Windows follow the database clock (now()), never a relay's: every process counts
+// into the same row however far its own clock drifts.
+import { sql } from 'kysely';
+import type { Executor } from './database.ts';
+
+export interface RateWindow {
+  /** Messages counted in the current window. */
+  count: number;
+  /** Start of the current one-minute window. */
+  windowStart: Date;
+  /** Whole seconds until the window ends: 1 to 60. */
+  retryAfterSeconds: number;
+}
+
+export interface Consumed extends RateWindow {
+  /** False when the window already held `limit` messages: nothing was counted. */
+  counted: boolean;
+}
+
+interface WindowRow {
+  count: number | null;
+  window_start: Date;
+  retry_after: number;
+}
+
+const toWindow = (row: WindowRow): RateWindow => ({
+  count: row.count ?? 0,
+  windowStart: row.window_start,
+  retryAfterSeconds: row.retry_after,
+});
+
+/**
+ * Counts one message in the tenant's current window unless the window already holds `limit`.
+ * One statement, so concurrent relays cannot both take the last slot: ON CONFLICT locks the
+ * row, and the conditional update leaves a full window untouched (a refused attempt is not
+ * counted, so a client that keeps retrying is not locked out beyond the window). The same
+ * statement drops the tenant's earlier windows, so each tenant keeps a row or two.
+ */
+export async function consume(db: Executor, tenantId: string, limit: number): Promise<Consumed> {
+  const { rows } = await sql<WindowRow>`
+    WITH w AS (SELECT date_trunc('minute', now()) AS start),
+    dropped AS (
+      DELETE FROM rate_counters WHERE tenant_id = ${tenantId} AND window_start < (SELECT start FROM w)
+    ),
+    counted AS (
+      INSERT INTO rate_counters AS c (tenant_id, window_start, count)
+      VALUES (${tenantId}, (SELECT start FROM w), 1)
+      ON CONFLICT (tenant_id, window_start) DO UPDATE SET count = c.count + 1 WHERE c.count < ${limit}
+      RETURNING c.count
+    )
+    SELECT (SELECT count FROM counted) AS count, w.start AS window_start,
+           ceil(extract(epoch FROM w.start + interval '1 minute' - now()))::int AS retry_after
+    FROM w
+  `.execute(db);
+  const row = rows[0];
+  const counted = row.count !== null;
+  return { ...toWindow(row), count: counted ? row.count! : limit, counted };
+}
+
+/** The tenant's count in the current window, counting nothing. */
+export async function peek(db: Executor, tenantId: string): Promise<RateWindow> {
+  const { rows } = await sql<WindowRow>`
+    WITH w AS (SELECT date_trunc('minute', now()) AS start)
+    SELECT (SELECT count FROM rate_counters WHERE tenant_id = ${tenantId} AND window_start = w.start) AS count,
+           w.start AS window_start,
+           ceil(extract(epoch FROM w.start + interval '1 minute' - now()))::int AS retry_after
+    FROM w
+  `.execute(db);
+  return toWindow(rows[0]);
+}
+
+/**
+ * Gives back one message counted in `windowStart` (a message refused after it was counted).
+ * Once that window has ended there is nothing to give back, and nothing changes.
+ */
+export async function release(db: Executor, tenantId: string, windowStart: Date): Promise<void> {
+  await db
+    .updateTable('rate_counters')
+    .set((eb) => ({ count: eb('count', '-', 1) }))
+    .where('tenant_id', '=', tenantId)
+    .where('window_start', '=', windowStart)
+    .where('count', '>', 0)
+    .execute();
+}
