@@ -43,8 +43,17 @@ export interface DomainsTable {
   dkim_selector: string | null;
   dkim_public_key: string | null;
   dkim_private_key_enc: string | null;
+  /** Last DNS look at the published records (verification or daily re-check); null: never. */
+  checked_at: Date | null;
+  /** What the last check found missing, e.g. "TXT _txrelay.example.com missing"; null: fine. */
+  dns_problem: string | null;
+  /** Each published record's status at the last check, by purpose. */
+  dns_checks: ColumnType<DnsChecks | null, string | null | undefined, string | null>;
   created_at: CreatedAt;
 }
+
+export type DnsRecordStatus = 'valid' | 'missing' | 'mismatch' | 'unknown';
+export type DnsChecks = Partial<Record<'verification' | 'dkim' | 'spf', DnsRecordStatus>>;
 
 export interface RoutesTable {
   id: Generated<string>;
@@ -144,6 +153,29 @@ export interface EventsTable {
   tag: string;
   at: CreatedAt;
   detail: Json<Record<string, unknown>>;
+  /** Set by the stats roll-up once the event is counted in stats_hourly. */
+  rolled_up: ColumnType<boolean, boolean | undefined, boolean>;
+}
+
+/** Event counts per tenant, tag and UTC hour, folded in from events by the roll-up. */
+export interface StatsHourlyTable {
+  tenant_id: string;
+  hour: Date;
+  tag: string;
+  accepted: ColumnType<number, number | undefined, number>;
+  sent: ColumnType<number, number | undefined, number>;
+  deferred: ColumnType<number, number | undefined, number>;
+  failed: ColumnType<number, number | undefined, number>;
+  opened: ColumnType<number, number | undefined, number>;
+  clicked: ColumnType<number, number | undefined, number>;
+  unique_opened: ColumnType<number, number | undefined, number>;
+  unique_clicked: ColumnType<number, number | undefined, number>;
+}
+
+export interface RateCountersTable {
+  tenant_id: string;
+  window_start: Date;
+  count: number;
 }
 
 export interface Database {
@@ -157,6 +189,8 @@ export interface Database {
   attachments: AttachmentsTable;
   attempts: AttemptsTable;
   events: EventsTable;
+  stats_hourly: StatsHourlyTable;
+  rate_counters: RateCountersTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;

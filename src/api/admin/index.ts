@@ -6,6 +6,7 @@ import { domainsRouter } from './domains.ts';
 import { keysRouter } from './keys.ts';
 import { messagesRouter } from './messages.ts';
 import { routesRouter } from './routes.ts';
+import { statsRouter } from './stats.ts';
 import { templatesRouter } from './templates.ts';
 import { loadTenant, tenantsRouter } from './tenants.ts';
 
@@ -18,5 +19,6 @@ export function adminRouter(ctx: Context, resolveTxt: TxtResolver): Router {
   router.use('/tenants/:tenant/routes', routesRouter(ctx));
   router.use('/tenants/:tenant/templates', templatesRouter(ctx));
   router.use('/messages', messagesRouter(ctx));
+  router.use('/stats', statsRouter(ctx));
   return router;
 }
