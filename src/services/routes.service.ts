@@ -144,6 +144,10 @@ export async function createRoute(db: Executor, box: SecretBox, tenantId: string
   }
 }
 
+export async function listRoutes(db: Executor, tenantId: string): Promise<Route[]> {
+  return await routes.listRoutes(db, tenantId);
+}
+
 export async function getRoute(db: Executor, tenantId: string, idOrName: string): Promise<Route> {
   const route = await routes.findRoute(db, tenantId, idOrName);
   if (!route) throw notFound('route', idOrName);

@@ -23,6 +23,11 @@ export const TenantCreate = z.object({
 });
 export const TenantPatch = TenantCreate.partial();
 
+export const TenantListQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().min(1).optional(),
+});
+
 export const KeyCreate = z.object({
   scope: z.enum(['send', 'read', 'full']).default('send'),
   mode: z.enum(['live', 'test']).default('live'),
@@ -62,6 +67,16 @@ export async function createTenant(db: Executor, input: z.input<typeof TenantCre
   }
 }
 
+/** A page of tenants by name; `next_cursor` is the last name, opaque to callers. */
+export async function listTenants(db: Executor, query: z.input<typeof TenantListQuery> = {}): Promise<{ items: Tenant[]; next_cursor: string | null }> {
+  const { limit, cursor } = TenantListQuery.parse(query);
+  const after = cursor === undefined ? undefined : Buffer.from(cursor, 'base64url').toString('utf8');
+  const rows = await tenants.listTenants(db, { limit: limit + 1, after });
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { items: page, next_cursor: rows.length > limit && last ? Buffer.from(last.name, 'utf8').toString('base64url') : null };
+}
+
 export async function getTenant(db: Executor, idOrName: string): Promise<Tenant> {
   const t = await tenants.findTenant(db, idOrName);
   if (!t) throw notFound('tenant', idOrName);
@@ -91,6 +106,11 @@ export async function createKey(db: Executor, tenantId: string, input: z.input<t
   const key = generateApiKey(mode);
   const row = await keys.insertKey(db, tenantId, { prefix: keyPrefix(key), hash: hashApiKey(key), scope, mode });
   return { id: row.id, key, scope: row.scope, mode: row.mode, prefix: row.prefix, created_at: row.created_at };
+}
+
+/** Every key of the tenant, revoked ones included; never the secret (only its hash is stored). */
+export async function listKeys(db: Executor, tenantId: string): Promise<ApiKey[]> {
+  return await keys.listKeys(db, tenantId);
 }
 
 export async function revokeKey(db: Executor, tenantId: string, keyId: string): Promise<ApiKey> {
