@@ -31,17 +31,51 @@ function isAlive(pid: number): boolean {
   }
 }
 
+interface RunningServer {
+  pid: number;
+  port: number;
+}
+
+/** The postgres serving the data directory, from its postmaster.pid, if it is running. */
+function runningServer(dir: string): RunningServer | undefined {
+  const pidFile = path.join(dir, 'postmaster.pid');
+  if (!fs.existsSync(pidFile)) return undefined;
+  const lines = fs.readFileSync(pidFile, 'utf8').split('\n');
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  return pid && isAlive(pid) ? { pid, port } : undefined;
+}
+
+/**
+ * Which process started the embedded server: a relay, or a CLI command, still running. Its
+ * pid is written next to the data directory; a dead (or reused by a non-node process) pid means
+ * the server was orphaned by a SIGKILL.
+ */
+const ownerFile = (dir: string): string => `${dir}.owner`;
+
+function liveOwner(dir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(ownerFile(dir), 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!pid || !isAlive(pid)) return undefined;
+  try {
+    if (!/node/.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'))) return undefined;
+  } catch {
+    // No /proc (macOS): trust the pid.
+  }
+  return pid;
+}
+
 /**
  * A previous relay killed with SIGKILL leaves its postgres child running, holding the data
  * directory. Shut that orphan down (fast shutdown: it rolls back nothing that was committed).
  */
-async function stopOrphan(dir: string): Promise<void> {
-  const pidFile = path.join(dir, 'postmaster.pid');
-  if (!fs.existsSync(pidFile)) return;
-  const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
-  if (!pid || !isAlive(pid)) return;
-  process.kill(pid, 'SIGINT');
-  for (let i = 0; i < 200 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+async function stopOrphan(server: RunningServer): Promise<void> {
+  process.kill(server.pid, 'SIGINT');
+  for (let i = 0; i < 200 && isAlive(server.pid); i++) await new Promise((r) => setTimeout(r, 50));
 }
 
 /**
@@ -92,16 +126,26 @@ export async function startEmbedded(options: {
     onError: (m: unknown) => options.onLog?.(String(m)),
     postgresFlags: ['-c', 'max_connections=200', '-c', 'listen_addresses=127.0.0.1'],
   });
+  const urlFor = (p: number) => `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${p}/${database}`;
   if (fresh) {
     await server.initialise();
   } else {
-    await stopOrphan(options.dir);
+    const running = runningServer(options.dir);
+    if (running && liveOwner(options.dir) !== undefined) {
+      // A relay (or another command) is using it: share it, e.g. `txrelay tenant list` next to
+      // `npm start`. Stopping it is the owner's business.
+      return { url: urlFor(running.port), stop: async () => {} };
+    }
+    if (running) await stopOrphan(running);
   }
   await server.start();
+  fs.writeFileSync(ownerFile(options.dir), `${process.pid}\n`);
   if (fresh) await server.createDatabase(database);
-  const url = `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${port}/${database}`;
   return {
-    url,
-    stop: () => server.stop(),
+    url: urlFor(port),
+    async stop() {
+      await server.stop();
+      fs.rmSync(ownerFile(options.dir), { force: true });
+    },
   };
 }
