@@ -1,16 +1,16 @@
 // Starts the relay: database (embedded when DATABASE_URL is unset), migrations, the queue, and
 // the roles this process runs (TXRELAY_ROLES: smtp, api, worker). Returns a handle to stop it.
 import http from 'node:http';
-import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createApiApp } from './api/app.ts';
 import type { Config } from './config.ts';
 import type { Context } from './context.ts';
 import { SecretBox } from './crypto.ts';
-import { openDatabase, type DbHandle } from './db/database.ts';
-import { startEmbedded, type EmbeddedServer } from './db/embedded.ts';
+import { openConfiguredDatabase } from './db/configured.ts';
 import { migrateToLatest } from './db/migrate.ts';
 import { startDelivery } from './delivery/worker.ts';
+import { startRollUp } from './events/rollup.ts';
+import { startDomainRechecks, systemTxtResolver, type TxtResolver } from './services/domain-verification.service.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createPipeline } from './pipeline/index.ts';
 import { createBoss } from './queue.ts';
@@ -31,31 +31,22 @@ export interface RunningApp {
   stop(deadlineMs?: number): Promise<void>;
 }
 
-export interface Database {
-  handle: DbHandle;
-  embedded?: EmbeddedServer;
+export interface StartOptions {
+  log?: Logger;
+  /** DNS TXT lookups for domain verification and the daily re-check (tests inject a fake). */
+  resolveTxt?: TxtResolver;
 }
 
-/** Connects to DATABASE_URL, or starts the embedded server under the data dir. */
-export async function openConfiguredDatabase(config: Config, pgPassword: string, log: Logger): Promise<Database> {
-  let url = config.databaseUrl;
-  let embedded: EmbeddedServer | undefined;
-  if (!url) {
-    embedded = await startEmbedded({
-      dir: path.join(config.dataDir, 'pg'),
-      password: pgPassword,
-      onLog: (line) => log.debug({ postgres: line.trim() }),
-    });
-    url = embedded.url;
-    log.info({ dataDir: config.dataDir }, 'embedded PostgreSQL started');
-  }
-  return { handle: openDatabase(url, { max: 20 }), embedded };
-}
-
-export async function startApp(config: Config, options: { log?: Logger } = {}): Promise<RunningApp> {
+export async function startApp(config: Config, options: StartOptions = {}): Promise<RunningApp> {
   const log = options.log ?? createLogger(config.logLevel);
+  const resolveTxt = options.resolveTxt ?? systemTxtResolver;
   const secrets = resolveSecrets(config);
-  const { handle, embedded } = await openConfiguredDatabase(config, secrets.pgPassword, log);
+  const database = await openConfiguredDatabase(config, secrets.pgPassword, {
+    max: 20,
+    onLog: (line) => log.debug({ postgres: line.trim() }),
+    onEmbeddedStarted: () => log.info({ dataDir: config.dataDir }, 'embedded PostgreSQL started'),
+  });
+  const { handle } = database;
   const cleanups: (() => Promise<void>)[] = [];
   try {
     const migrated = await migrateToLatest(handle.db);
@@ -84,13 +75,15 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
     cleanups.push(() => closeTemplateEngine(ctx));
     const seeded = await seedDemo(ctx);
 
+    // One pipeline for SMTP and `POST /v1/messages`.
+    const accept = createPipeline(ctx, templateEngine(ctx).render);
     let smtp: SmtpListeners | undefined;
     if (roles.has('smtp')) {
-      smtp = await startSmtp(ctx, createPipeline(ctx, templateEngine(ctx).render), await loadTls(config));
+      smtp = await startSmtp(ctx, accept, await loadTls(config));
     }
     let httpServer: http.Server | undefined;
     if (roles.has('api')) {
-      const app = createApiApp(ctx);
+      const app = createApiApp(ctx, { accept, resolveTxt });
       httpServer = http.createServer(app);
       await new Promise<void>((resolve, reject) => {
         httpServer!.once('error', reject);
@@ -99,6 +92,10 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
       log.info({ http: 'listening', port: (httpServer.address() as AddressInfo).port }, 'HTTP listening');
     }
     const delivery = roles.has('worker') ? await startDelivery(ctx) : undefined;
+    // Stats roll-ups run beside delivery: every worker process may, each event is counted once.
+    const rollup = roles.has('worker') ? startRollUp(ctx) : undefined;
+    // Verified domains' DNS records re-checked daily; claims keep processes off each other's domains.
+    const rechecks = roles.has('worker') ? startDomainRechecks({ db: ctx.db, log, spfInclude: config.spfInclude }, resolveTxt) : undefined;
 
     let stopping: Promise<void> | undefined;
     return {
@@ -117,18 +114,16 @@ export async function startApp(config: Config, options: { log?: Logger } = {}): 
                 httpServer!.closeIdleConnections();
               })
             : Promise.resolve();
-          await Promise.all([smtp?.close(deadlineMs), closeHttp, delivery?.stop(deadlineMs)]);
+          await Promise.all([smtp?.close(deadlineMs), closeHttp, delivery?.stop(deadlineMs), rollup?.stop(), rechecks?.stop()]);
           for (const c of cleanups.reverse()) await c().catch(() => {});
-          await handle.close();
-          if (embedded) await embedded.stop();
+          await database.close();
         })();
         return stopping;
       },
     };
   } catch (err) {
     for (const c of cleanups.reverse()) await c().catch(() => {});
-    await handle.close().catch(() => {});
-    if (embedded) await embedded.stop().catch(() => {});
+    await database.close().catch(() => {});
     throw err;
   }
 }

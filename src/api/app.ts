@@ -1,16 +1,24 @@
 // The HTTP API: health, the admin API, and one error middleware. JSON in and out.
+import { createRequire } from 'node:module';
 import express, { type RequestHandler } from 'express';
 import type { Context } from '../context.ts';
 import { ping } from '../db/health.repository.ts';
+import { createPipeline, type AcceptSubmission } from '../pipeline/index.ts';
 import { systemTxtResolver, type TxtResolver } from '../services/domain-verification.service.ts';
 import { ApiError } from '../services/errors.ts';
+import { templateEngine } from '../templates/index.ts';
 import { requireAdmin } from './admin/auth.ts';
 import { adminRouter } from './admin/index.ts';
+import { renderDocs } from './docs.ts';
 import { errorHandler, notFoundHandler } from './errors.ts';
+import { openApiDocument } from './openapi.ts';
+import { v1Router } from './v1/index.ts';
 
 export interface ApiOptions {
   /** DNS TXT lookups for domain verification (tests inject a fake). */
   resolveTxt?: TxtResolver;
+  /** The submission pipeline `POST /v1/messages` runs (the SMTP server's, when both run). */
+  accept?: AcceptSubmission;
 }
 
 /**
@@ -30,6 +38,7 @@ export const requireJsonBody: RequestHandler = (req, _res, next) => {
 };
 
 const READY_TIMEOUT_MS = 3_000;
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 async function probe(name: string, check: () => Promise<void>, ctx: Context): Promise<string> {
   let timer: NodeJS.Timeout | undefined;
@@ -79,7 +88,22 @@ export function createApiApp(ctx: Context, options: ApiOptions = {}): express.Ex
     res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'unavailable', checks: { database, queue } });
   });
 
-  app.use('/admin', requireAdmin(ctx.adminToken), requireJsonBody, jsonBody, adminRouter(ctx, options.resolveTxt ?? systemTxtResolver));
+  // Built once, on first request: the document is the same for the life of the process.
+  let doc: ReturnType<typeof openApiDocument> | undefined;
+  const document = () => (doc ??= openApiDocument({ serverUrl: ctx.config.publicUrl, version: VERSION }));
+  app.get('/openapi.json', (_req, res) => {
+    res.json(document());
+  });
+  app.get('/docs', (_req, res) => {
+    res.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'");
+    res.type('html').send(renderDocs(document()));
+  });
+
+  const resolveTxt = options.resolveTxt ?? systemTxtResolver;
+  app.use('/admin', requireAdmin(ctx.adminToken), requireJsonBody, jsonBody, adminRouter(ctx, resolveTxt));
+  // The template engine starts its sandboxes on first use, not when the app is built.
+  const accept = options.accept ?? createPipeline(ctx, (...args) => templateEngine(ctx).render(...args));
+  app.use('/v1', v1Router(ctx, accept, resolveTxt, [requireJsonBody, jsonBody]));
 
   app.use(notFoundHandler);
   app.use(errorHandler(ctx.log));

@@ -5,6 +5,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { z } from 'zod';
 import type { Logger } from '../log.ts';
 import { ApiError } from '../services/errors.ts';
+import { SmtpError } from '../smtp/smtp-error.ts';
 
 export interface FieldError {
   path: string;
@@ -32,6 +33,28 @@ const PARSER_ERRORS: Record<string, { status: number; code: string; message: str
   'request.size.invalid': { status: 400, code: 'bad_request', message: 'the request body does not match its Content-Length' },
 };
 
+/** Pipeline refusals whose HTTP status is not simply "the request is unprocessable". */
+const STATUS_BY_SMTP_CODE: Record<string, number> = {
+  invalid_key: 401,
+  auth_required: 401,
+  forbidden: 403,
+  tenant_suspended: 403,
+  tenant_mismatch: 403,
+  domain_not_verified: 403,
+  rate_limited: 429,
+  message_too_large: 413,
+};
+
+/**
+ * The HTTP answer to a pipeline refusal (`POST /v1/messages` runs the SMTP pipeline): the same
+ * code and text, with the SMTP reply alongside. A temporary refusal (4xx over SMTP) is 503 with
+ * Retry-After unless it has its own status (429); a permanent one is 422.
+ */
+export function smtpErrorStatus(err: SmtpError): number {
+  if (err.responseCode === 552) return 413;
+  return STATUS_BY_SMTP_CODE[err.code] ?? (err.permanent ? 422 : 503);
+}
+
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, next) => {
     if (res.headersSent) {
@@ -40,6 +63,16 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     }
     if (err instanceof ApiError) {
       res.status(err.status).json(err.toJSON());
+      return;
+    }
+    if (err instanceof SmtpError) {
+      const status = smtpErrorStatus(err);
+      if (status === 429 || status === 503) {
+        const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
+        res.set('Retry-After', String(Math.max(1, Math.ceil(retryAfter ?? 60))));
+      }
+      if (status === 503 && err.code === 'internal_error') log.error({ method: req.method, path: req.path }, 'pipeline failed with an internal error');
+      res.status(status).json(new ApiError(status, err.code, err.text, { smtp: `${err.responseCode} ${err.message}` }).toJSON());
       return;
     }
     if (err instanceof z.core.$ZodError) {

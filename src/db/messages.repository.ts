@@ -168,6 +168,8 @@ export interface MessageListFilter {
   tenantId?: string;
   tag?: string;
   status?: MessageStatus;
+  /** Messages with this recipient (case-insensitive). */
+  recipient?: string;
   since?: Date;
   until?: Date;
   /** Keyset pagination: only rows after this (created_at, id) in descending order. */
@@ -195,6 +197,10 @@ export async function listMessages(db: Executor, f: MessageListFilter) {
   if (f.tenantId !== undefined) q = q.where('m.tenant_id', '=', f.tenantId);
   if (f.tag !== undefined) q = q.where('m.tag', '=', f.tag);
   if (f.status !== undefined) q = q.where('m.status', '=', f.status);
+  if (f.recipient !== undefined) {
+    const address = f.recipient.toLowerCase();
+    q = q.where(sql<boolean>`EXISTS (SELECT 1 FROM recipients r WHERE lower(r.address) = ${address} AND r.message_id = m.id)`);
+  }
   if (f.since !== undefined) q = q.where('m.created_at', '>=', f.since);
   if (f.until !== undefined) q = q.where('m.created_at', '<', f.until);
   if (f.before) q = q.where(sql<boolean>`(m.created_at, m.id) < (${f.before.createdAt}::timestamptz, ${f.before.id}::uuid)`);

@@ -10,12 +10,14 @@ import { getTenant } from './tenants.service.ts';
 
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
-const dateParam = z
+/** A query parameter holding an ISO 8601 date or date-time, parsed to a Date (also used by stats). */
+export const dateParam = z
   .string()
   .trim()
   .regex(ISO_DATE, 'must be an ISO 8601 date or date-time')
   .transform((v, ctx) => {
-    const d = new Date(v);
+    // A date-time without an offset is UTC, never the server's local time.
+    const d = new Date(/[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(v) ? `${v.replace(' ', 'T')}Z` : v);
     if (Number.isNaN(d.getTime())) {
       ctx.addIssue({ code: 'custom', message: 'not a valid date' });
       return z.NEVER;
@@ -27,6 +29,7 @@ export const MessageListQuery = z.object({
   tenant: z.string().trim().min(1).optional(),
   tag: z.string().trim().min(1).max(100).optional(),
   status: z.enum(['queued', 'deferred', 'sent', 'failed']).optional(),
+  recipient: z.string().trim().min(3).max(320).optional(),
   since: dateParam.optional(),
   until: dateParam.optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
@@ -64,6 +67,7 @@ export async function listMessages(db: Executor, query: unknown, tenantId?: stri
     tenantId: scope,
     tag: q.tag,
     status: q.status,
+    recipient: q.recipient,
     since: q.since,
     until: q.until,
     before: q.cursor !== undefined ? decodeCursor(q.cursor) : undefined,

@@ -305,6 +305,12 @@ describe('admin API', () => {
       // Long TXT values arrive split into strings; they are joined before comparing.
       const value: string = record.value;
       txt.set(record.name, [['v=spf1 -all'], [value.slice(0, 10), value.slice(10)]]);
+      // The token alone is not enough while the domain has a DKIM key: its record is named.
+      const dkim = d.body.dns_records.find((x: { purpose: string }) => x.purpose === 'dkim');
+      const noDkim = await call('POST', '/admin/tenants/domco/domains/dns.example.com/verify');
+      assertError(noDkim, 422, 'verification_failed');
+      assert.match(noDkim.body.error.message, new RegExp(`TXT ${dkim.name.replaceAll('.', '\\.')} missing`));
+      txt.set(dkim.name, [[dkim.value.slice(0, 255), dkim.value.slice(255)]]);
       const ok = await call('POST', '/admin/tenants/domco/domains/dns.example.com/verify');
       assert.equal(ok.status, 200, ok.text);
       assert.equal(ok.body.verified, true);
@@ -378,7 +384,7 @@ describe('admin API', () => {
   });
 
   describe('tenant isolation', () => {
-    test("tenant A's key, domain and route are not reachable under tenant B", async () => {
+    test("tenant A's key, domain, route and template are not reachable under tenant B", async () => {
       await tenant('iso-a');
       await tenant('iso-b');
       const key = await call('POST', '/admin/tenants/iso-a/keys', {});
@@ -398,6 +404,15 @@ describe('admin API', () => {
         assertError(await call('PATCH', `/admin/tenants/iso-b/routes/${ref}`, { body: { enabled: false } }), 404, 'not_found');
         assertError(await call('DELETE', `/admin/tenants/iso-b/routes/${ref}`), 404, 'not_found');
       }
+      const template = await call('POST', '/admin/tenants/iso-a/templates', { body: { name: 'only-a', subject: 's', html: '<p>A</p>' } });
+      assert.equal(template.status, 201, template.text);
+      for (const ref of ['only-a', template.body.id]) {
+        assertError(await call('GET', `/admin/tenants/iso-b/templates/${ref}`), 404, 'not_found');
+        assertError(await call('PUT', `/admin/tenants/iso-b/templates/${ref}`, { body: { subject: 's', html: 'x' } }), 404, 'not_found');
+        assertError(await call('POST', `/admin/tenants/iso-b/templates/${ref}/render`, { body: {} }), 404, 'not_found');
+        assertError(await call('DELETE', `/admin/tenants/iso-b/templates/${ref}`), 404, 'not_found');
+      }
+      assert.equal((await call('GET', '/admin/tenants/iso-b/templates')).body.items.length, 0);
       // A fallback may only name a route of the same tenant.
       await captureRoute('iso-b', 'b-route');
       assertError(await call('PATCH', '/admin/tenants/iso-b/routes/b-route', { body: { fallback: 'only-a' } }), 422, 'validation_error');

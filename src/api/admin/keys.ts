@@ -1,8 +1,7 @@
 // Admin: a tenant's API keys. The key itself appears only in the creation reply.
 import { Router } from 'express';
 import type { Context } from '../../context.ts';
-import * as keysRepo from '../../db/keys.repository.ts';
-import { createKey, keyView, revokeKey } from '../../services/tenants.service.ts';
+import { createKey, keyView, listKeys, revokeKey } from '../../services/tenants.service.ts';
 import { tenantOf } from './tenants.ts';
 
 export function keysRouter(ctx: Context): Router {
@@ -13,7 +12,7 @@ export function keysRouter(ctx: Context): Router {
   });
 
   router.get('/', async (_req, res) => {
-    const rows = await keysRepo.listKeys(ctx.db, tenantOf(res).id);
+    const rows = await listKeys(ctx.db, tenantOf(res).id);
     res.json({ items: rows.map(keyView), next_cursor: null });
   });
 

@@ -1,9 +1,8 @@
 // Admin: a tenant's delivery routes. Credentials are never returned (routeView masks them).
 import { Router } from 'express';
 import type { Context } from '../../context.ts';
-import * as routesRepo from '../../db/routes.repository.ts';
 import { ensureQueue } from '../../queue.ts';
-import { createRoute, deleteRoute, getRoute, routeView, updateRoute } from '../../services/routes.service.ts';
+import { createRoute, deleteRoute, getRoute, listRoutes, routeView, updateRoute } from '../../services/routes.service.ts';
 import { tenantOf } from './tenants.ts';
 
 export function routesRouter(ctx: Context): Router {
@@ -17,7 +16,7 @@ export function routesRouter(ctx: Context): Router {
   });
 
   router.get('/', async (_req, res) => {
-    const rows = await routesRepo.listRoutes(ctx.db, tenantOf(res).id);
+    const rows = await listRoutes(ctx.db, tenantOf(res).id);
     res.json({ items: await Promise.all(rows.map((r) => routeView(ctx.db, r))), next_cursor: null });
   });
 

@@ -1,15 +1,8 @@
 // Admin: tenants (`:tenant` is an id or a name). Sub-resources find the tenant in res.locals.
 import { Router, type RequestHandler, type Response } from 'express';
-import { z } from 'zod';
 import type { Context } from '../../context.ts';
-import * as tenantsRepo from '../../db/tenants.repository.ts';
 import type { Tenant } from '../../db/schema.ts';
-import { createTenant, deleteTenant, getTenant, tenantView, updateTenant } from '../../services/tenants.service.ts';
-
-const PageQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(500).default(50),
-  cursor: z.string().min(1).optional(),
-});
+import { createTenant, deleteTenant, getTenant, listTenants, tenantView, updateTenant } from '../../services/tenants.service.ts';
 
 /** Resolves `:tenant` once for every path below /tenants/:tenant; unknown → 404. */
 export function loadTenant(ctx: Context): RequestHandler<{ tenant: string }> {
@@ -33,15 +26,8 @@ export function tenantsRouter(ctx: Context): Router {
   });
 
   router.get('/', async (req, res) => {
-    const { limit, cursor } = PageQuery.parse(req.query);
-    const after = cursor === undefined ? undefined : Buffer.from(cursor, 'base64url').toString('utf8');
-    const rows = await tenantsRepo.listTenants(ctx.db, { limit: limit + 1, after });
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    res.json({
-      items: page.map(tenantView),
-      next_cursor: rows.length > limit && last ? Buffer.from(last.name, 'utf8').toString('base64url') : null,
-    });
+    const page = await listTenants(ctx.db, req.query);
+    res.json({ items: page.items.map(tenantView), next_cursor: page.next_cursor });
   });
 
   router.get('/:tenant', (_req, res) => {
