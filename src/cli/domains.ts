@@ -60,7 +60,7 @@ export const domainCommands: Record<string, Command> = {
   }),
   verify: command({
     usage: 'domain verify <tenant> <domain> [--verified true|false]',
-    summary: 'look the verification TXT record up in DNS, or set the state by hand',
+    summary: 'look the verification TXT and DKIM records up in DNS, or set the state by hand',
     options: { verified: { type: 'string' } },
     async run(io, [ref, name], values) {
       const manual = choiceFlag(values.verified, 'verified', ['true', 'false'] as const, this);

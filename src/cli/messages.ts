@@ -31,23 +31,24 @@ function showMessage(m: MessageView): string {
 
 export const messageCommands: Record<string, Command> = {
   list: command({
-    usage: 'message list [--tenant T] [--tag TAG] [--status queued|deferred|sent|failed] [--since ISO] [--until ISO] [--limit N] [--cursor C]',
+    usage: 'message list [--tenant T] [--tag TAG] [--status queued|deferred|sent|failed] [--recipient ADDRESS] [--since ISO] [--until ISO] [--limit N] [--cursor C]',
     summary: 'the message log, newest first',
     options: {
       tenant: { type: 'string' },
       tag: { type: 'string' },
       status: { type: 'string' },
+      recipient: { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
       limit: { type: 'string' },
       cursor: { type: 'string' },
     },
     async run(io, _args, values) {
-      const { tenant, tag, status, since, until, cursor } = values;
+      const { tenant, tag, status, recipient, since, until, cursor } = values;
       const limit = numberFlag(values.limit, 'limit', this, { integer: true });
       const { db } = await io.open();
       // The service validates the filters exactly as it does the API's query string.
-      const page = await messages.listMessages(db, defined({ tenant, tag, status, since, until, limit, cursor }));
+      const page = await messages.listMessages(db, defined({ tenant, tag, status, recipient, since, until, limit, cursor }));
       io.print(page, () =>
         table(
           ['CREATED', 'TENANT', 'STATUS', 'TAG', 'FROM', 'TO', 'SUBJECT', 'ID'],

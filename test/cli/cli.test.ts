@@ -380,6 +380,9 @@ describe('message', () => {
     assert.deepEqual(filtered.json.items.map((m: { id: string }) => m.id), [first]);
     assert.equal(filtered.json.items[0].tenant, 'msgco');
     assert.deepEqual(filtered.json.items[0].recipients, [{ address: 'b@example.org', status: 'queued', response: null }]);
+    const byRecipient = await cli('message', 'list', '--recipient', 'B@Example.org', '--tenant', 'msgco-other', '--json');
+    ok(byRecipient);
+    assert.deepEqual(byRecipient.json.items.map((m: { subject: string }) => m.subject), ['Elsewhere']);
     ok(page);
     assert.equal(page.json.items.length, 1);
     assert.ok(page.json.next_cursor);
