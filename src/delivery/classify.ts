@@ -61,6 +61,17 @@ export const RULES: readonly Rule[] = [
   // Our credentials were refused (535 5.7.8 and friends): a route configuration problem, not the
   // message's. Retried so that fixing the route delivers what is waiting.
   { error: /^(EAUTH|ENOAUTH|EOAUTH2)$/, verdict: 'retry', reason: 'authentication to the upstream failed: check the route credentials' },
+  // HTTP transports (postal, http). Their texts start "HTTP <status>" or "Postal <status>", never
+  // with an SMTP code; the Postal rows follow Postal's send/raw error codes (see postal.ts).
+  { error: /^(EHTTP|EPOSTAL)$/, text: /^HTTP 429\b/, verdict: 'slow_down', reason: 'the endpoint is rate limiting us (HTTP 429, RFC 6585 §4)' },
+  { error: /^(EHTTP|EPOSTAL)$/, text: /^HTTP 413\b/, verdict: 'fail', reason: 'message larger than the endpoint accepts (HTTP 413, RFC 9110 §15.5.14)' },
+  // The server key is the route's: retried so that fixing the route delivers what is waiting.
+  { error: /^EPOSTAL$/, text: /^Postal error (AccessDenied|InvalidServerAPIKey|ServerSuspended)\b/, verdict: 'retry', reason: 'Postal refused the route server key, or the server is suspended: check the route' },
+  { error: /^EPOSTAL$/, text: /^Postal (error UnauthenticatedFromAddress\b|parameter-error)/, verdict: 'fail', reason: 'Postal refused this message (From domain not on the Postal server, or a bad parameter)' },
+  { error: /^EHTTP$/, text: /^HTTP (401|407)\b/, verdict: 'retry', reason: 'the endpoint refused our credentials (HTTP 401/407): check the route headers' },
+  { error: /^EHTTP$/, text: /^HTTP 408\b/, verdict: 'retry', reason: 'the endpoint timed out reading the request (HTTP 408, RFC 9110 §15.5.9)' },
+  { error: /^EHTTP$/, text: /^HTTP 4\d\d\b/, verdict: 'fail', reason: 'the endpoint refused the message (HTTP 4xx, RFC 9110 §15.5)' },
+  { error: /^(EHTTP|EPOSTAL)$/, verdict: 'retry', reason: 'the endpoint failed or answered unexpectedly (HTTP 5xx, a redirect, an unknown error)' },
   // The message's route was deleted while it waited: nowhere left to send it.
   { error: /^ENOROUTE$/, verdict: 'fail', reason: 'the route no longer exists' },
   { error: /^EMESSAGE$/, noReply: true, text: /larger than allowed/i, verdict: 'fail', reason: "message exceeds the upstream's SIZE limit (RFC 1870)" },

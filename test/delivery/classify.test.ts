@@ -17,6 +17,17 @@ const EXAMPLES: [Reply, Verdict][] = [
   [{ errorCode: 'ENOROUTE', response: 'route "x" no longer exists' }, 'fail'],
   [{ errorCode: 'EMESSAGE', response: 'Message size larger than allowed 1000' }, 'fail'],
   [{ errorCode: 'EENVELOPE', response: 'Invalid recipient "a@@b"' }, 'fail'],
+  // HTTP transports
+  [{ errorCode: 'EHTTP', response: 'HTTP 429 Too Many Requests (Retry-After: 30)' }, 'slow_down'],
+  [{ errorCode: 'EPOSTAL', response: 'HTTP 413 Payload Too Large: <html>' }, 'fail'],
+  [{ errorCode: 'EPOSTAL', response: 'Postal error InvalidServerAPIKey: The API token provided in X-Server-API-Key was not valid.' }, 'retry'],
+  [{ errorCode: 'EPOSTAL', response: 'Postal error UnauthenticatedFromAddress' }, 'fail'],
+  [{ errorCode: 'EPOSTAL', response: 'Postal parameter-error: `rcpt_to` parameter is required but is missing' }, 'fail'],
+  [{ errorCode: 'EHTTP', response: 'HTTP 401 Unauthorized' }, 'retry'],
+  [{ errorCode: 'EHTTP', response: 'HTTP 408 Request Timeout' }, 'retry'],
+  [{ errorCode: 'EHTTP', response: 'HTTP 422 Unprocessable Entity: {"error":"bad address"}' }, 'fail'],
+  [{ errorCode: 'EHTTP', response: 'HTTP 503 Service Unavailable' }, 'retry'],
+  [{ errorCode: 'EPOSTAL', response: 'HTTP 404 Not Found' }, 'retry'],
   // 4yz
   [{ response: '421 4.7.0 Too many connections, slow down' }, 'slow_down'],
   [{ response: '451 4.7.1 Rate limited, try again later' }, 'slow_down'],

@@ -3,6 +3,8 @@
 import { classify, parseReply, type Verdict } from '../classify.ts';
 
 export interface DeliveryRequest {
+  /** txrelay's id of the message, for transports that pass it on (http). */
+  messageId?: string;
   /** The final message exactly as stored in messages.mime: sent unchanged. */
   mime: Buffer;
   /** Envelope sender (RFC 5321 MAIL FROM); '' for the null reverse-path. */
