@@ -19,8 +19,14 @@ export const DELIVERY_QUEUE_OPTIONS = {
   retryDelay: 10,
   retryBackoff: true,
   retryDelayMax: 600,
-  // pg-boss deletes queued and retrying jobs after retentionSeconds and does not extend it
-  // on retry: keep it far beyond our retry horizon (about 6 h for the default policy).
+  // pg-boss deletes a queued or retrying job retentionSeconds after its start_after and does not
+  // extend it on retry. Each of our retries is a new job due at most 6 h later (the backoff cap in
+  // outcome.ts), so a job only has to outlive one wait, its pg-boss retries (at most 50, each an
+  // expiry of 15 min plus a backoff capped at 10 min: under a day) and the time it waits behind a
+  // backlog or on a paused route: 30 days is far beyond that. The whole horizon (up to 99 waits
+  // of 6 h ≈ 25 days with max_attempts 100) never rests on one job. A job deleted anyway (a
+  // route paused for over 30 days) is replaced by the reconciler, which finds the waiting message
+  // without a live job.
   retentionSeconds: 30 * 24 * 3600,
   deleteAfterSeconds: 2 * 24 * 3600,
 } as const;
@@ -41,6 +47,15 @@ export async function createBoss(url: string, options: { max?: number; supervise
   return boss;
 }
 
+/**
+ * A PgBoss that is never started, for a process without the queue role (the CLI): it sends jobs
+ * through the caller's transaction and creates queues through `db`, and runs no maintenance,
+ * polling or connection pool of its own. The schema must exist: any relay that ran created it.
+ */
+export function offlineBoss(db: Executor): PgBoss {
+  return new PgBoss({ db: fromKysely(db), schedule: false, supervise: false, migrate: false });
+}
+
 export async function ensureQueue(boss: PgBoss, routeId: string): Promise<void> {
   const name = queueName(routeId);
   const existing = await boss.getQueue(name);
@@ -58,15 +73,36 @@ export interface EnqueueInput {
   routeId: string;
   messageId: string;
   jobId: string;
-  startAfter?: Date;
+  /** A time, or a number of seconds from now on the database clock. */
+  startAfter?: Date | number;
+  /** A send time the message already holds (a job put back until then). */
+  reserved?: SendReservation;
+}
+
+/** A send time reserved under a route's max_per_second (delivery/limits.ts). */
+export interface SendReservation {
+  /** Database clock. */
+  at: Date;
+  /** The max_per_second it was reserved under. */
+  perSecond: number;
+}
+
+/** What a delivery job carries. */
+export interface DeliveryJobData {
+  messageId?: string;
+  /** ISO time and rate of the send time reserved before the job was put back (EnqueueInput.reserved). */
+  sendAt?: string;
+  sendPerSecond?: number;
 }
 
 /** Sends the delivery job through `db` (a transaction). A null from pg-boss is a failure. */
 export async function enqueueDelivery(boss: PgBoss, db: Executor, input: EnqueueInput): Promise<void> {
-  const id = await boss.send(queueName(input.routeId), { messageId: input.messageId }, {
+  const { reserved } = input;
+  const data: DeliveryJobData = { messageId: input.messageId, ...(reserved ? { sendAt: reserved.at.toISOString(), sendPerSecond: reserved.perSecond } : {}) };
+  const id = await boss.send(queueName(input.routeId), data, {
     id: input.jobId,
     db: fromKysely(db),
-    ...(input.startAfter ? { startAfter: input.startAfter } : {}),
+    ...(input.startAfter !== undefined ? { startAfter: input.startAfter } : {}),
   });
   if (id === null) throw new Error(`pg-boss refused the job for message ${input.messageId}`);
 }

@@ -6,7 +6,8 @@ import type { Context } from '../context.ts';
 import * as messages from '../db/messages.repository.ts';
 import { findRouteById } from '../db/routes.repository.ts';
 import type { Message, MessageStatus, Route } from '../db/schema.ts';
-import { enqueueDelivery, ensureQueue } from '../queue.ts';
+import { enqueueDelivery, ensureQueue, type DeliveryJobData, type SendReservation } from '../queue.ts';
+import type { RouteLimiter } from './limits.ts';
 import { decide, type Decision } from './outcome.ts';
 import { CaptureTransport } from './transports/capture.ts';
 import type { TransportCache } from './transports/index.ts';
@@ -17,7 +18,7 @@ const PENDING: ReadonlySet<MessageStatus> = new Set(['queued', 'deferred']);
 
 export interface DeliveryJob {
   id: string;
-  data: { messageId?: string };
+  data: DeliveryJobData;
   /** pg-boss aborts it when the job's claim is lost or its expiry passes. */
   signal?: AbortSignal;
 }
@@ -29,6 +30,13 @@ export interface DeliveryDeps {
   deadlineMs: number;
   /** Aborted when a stopping worker's grace period is over: deliveries still running give up. */
   shutdown: AbortSignal;
+  /**
+   * The routes' concurrency and max_per_second across every worker process. Absent (tests that
+   * drive one job by hand): deliveries are not held back.
+   */
+  limits?: RouteLimiter;
+  /** Aborted as soon as the worker starts stopping: jobs still waiting on a route's limits go back unsent. */
+  stopping?: AbortSignal;
 }
 
 /** Test-key messages never leave the relay (SPEC §2), whatever route they name. */
@@ -45,7 +53,7 @@ async function attempt(deps: DeliveryDeps, message: Message, route: Route | unde
     return err instanceof DeliveryError ? err : new DeliveryError({ response: `route "${route.name}" cannot be used: ${(err as Error).message}`, errorCode: 'ECONFIG' });
   }
   try {
-    return await lease.transport.deliver({ mime: message.mime, mailFrom: message.mail_from, recipients: pending, signal });
+    return await lease.transport.deliver({ messageId: message.id, mime: message.mime, mailFrom: message.mail_from, recipients: pending, signal });
   } catch (err) {
     if (err instanceof DeliveryError) return err;
     // A fault of ours (a bug, not the upstream): retried like a transient failure, never permanent.
@@ -60,6 +68,8 @@ async function triedRoutes(deps: DeliveryDeps, messageId: string): Promise<Set<s
   const tried = new Set<string>();
   for (const e of await messages.listEvents(deps.ctx.db, messageId)) {
     const d = e.detail as { from_route_id?: unknown; fallback_route_id?: unknown };
+    // An admin's requeue (queue.service.ts) starts the message afresh, fallbacks included.
+    if (e.type === 'requeued') tried.clear();
     if (e.type === 'deferred' && typeof d.fallback_route_id === 'string') {
       tried.add(d.fallback_route_id);
       if (typeof d.from_route_id === 'string') tried.add(d.from_route_id);
@@ -177,6 +187,45 @@ async function record(
   return { recorded, outcome, ...(nextAttemptAt ? { nextAttemptAt } : {}) };
 }
 
+/** A job that waited longer than this for the route's limits checks the pause flag again. */
+const PAUSE_RECHECK_AFTER_MS = 1_000;
+
+/** How long a job of a paused route waits when put back (see putBack). */
+export const PAUSED_PUT_BACK_SECONDS = 15;
+
+/**
+ * Puts the job back in the queue unsent, as a new job due at `startAfter` (a time, or seconds
+ * from now; none: at once); the old one completes and is stale. Attempts and status are
+ * untouched: nothing was tried. Returns the new job's id, or undefined when the message moved
+ * on meanwhile.
+ *
+ * A paused route's consumers stop at their process's next route poll (worker.ts), so a job may
+ * still be fetched in the seconds after the pause: it goes back PAUSED_PUT_BACK_SECONDS later; by
+ * then no consumer of the paused route is left, so it waits for the resume. A job the route's
+ * limits hold back (limits.ts) goes back until its send time, keeping that time (`reserved`).
+ */
+async function putBack(deps: DeliveryDeps, job: DeliveryJob, messageId: string, route: Route, startAfter?: Date | number, reserved?: SendReservation): Promise<string | undefined> {
+  const { ctx } = deps;
+  const jobId = randomUUID();
+  let moved = false;
+  await ctx.db.transaction().execute(async (trx) => {
+    const locked = await messages.lockMessage(trx, messageId);
+    if (!locked || locked.job_id !== job.id || !PENDING.has(locked.status) || locked.route_id !== route.id) return;
+    await enqueueDelivery(ctx.boss, trx, { routeId: route.id, messageId, jobId, ...(startAfter !== undefined ? { startAfter } : {}), ...(reserved ? { reserved } : {}) });
+    await messages.updateMessage(trx, messageId, { job_id: jobId });
+    moved = true;
+  });
+  return moved ? jobId : undefined;
+}
+
+/** The send time an earlier run of the job reserved, if it carries a valid one. */
+function reservedSendTime(job: DeliveryJob): SendReservation | undefined {
+  const { sendAt, sendPerSecond } = job.data;
+  const at = sendAt ? new Date(sendAt) : undefined;
+  if (!at || Number.isNaN(at.getTime()) || typeof sendPerSecond !== 'number') return undefined;
+  return { at, perSecond: sendPerSecond };
+}
+
 const RECORD_RETRY_LIMIT_MS = 60_000;
 
 /**
@@ -214,13 +263,51 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<
     return;
   }
   const route = message.route_id ? await findRouteById(ctx.db, message.tenant_id, message.route_id) : undefined;
+  if (route?.paused) {
+    const jobId = await putBack(deps, job, message.id, route, PAUSED_PUT_BACK_SECONDS);
+    if (jobId) ctx.log.info({ tenant: route.tenant_id, message: message.id, route: route.name, job: jobId }, 'route paused: delivery job put back unsent');
+    return;
+  }
   const recipients = await messages.listRecipients(ctx.db, message.id);
   const pending = recipients.filter((r) => PENDING.has(r.status)).map((r) => r.address);
   const attemptNo = message.attempts + 1;
 
+  // The route's concurrency and rate across every worker process. Waits here hold no database
+  // connection; test-mode messages and attempts with nothing to send never reach the upstream.
+  let release = async () => {};
+  if (deps.limits && route && !message.test_mode && pending.length > 0) {
+    const waiting = AbortSignal.any([deps.shutdown, ...(deps.stopping ? [deps.stopping] : []), ...(job.signal ? [job.signal] : [])]);
+    const askedAt = performance.now();
+    const admission = await deps.limits.admit(route, waiting, reservedSendTime(job));
+    if (admission.kind === 'later') {
+      // pg-boss took the job back (lost claim, expiry) and runs it again: nothing to put back.
+      if (job.signal?.aborted) return;
+      const jobId = await putBack(deps, job, message.id, route, admission.startAfter, admission.reserved);
+      if (jobId) {
+        const held = { tenant: message.tenant_id, message: message.id, route: route.name, job: jobId, why: admission.why, send_at: admission.reserved?.at.toISOString() };
+        ctx.log.debug(held, 'delivery held back by the route limits: job put back unsent');
+      }
+      return;
+    }
+    release = admission.release;
+    // A pause that landed while this job waited for its slot or send time still holds.
+    if (performance.now() - askedAt > PAUSE_RECHECK_AFTER_MS && (await findRouteById(ctx.db, route.tenant_id, route.id))?.paused) {
+      await release();
+      const jobId = await putBack(deps, job, message.id, route, PAUSED_PUT_BACK_SECONDS);
+      if (jobId) ctx.log.info({ tenant: route.tenant_id, message: message.id, route: route.name, job: jobId }, 'route paused: delivery job put back unsent');
+      return;
+    }
+  }
+
   const signal = AbortSignal.any([AbortSignal.timeout(deps.deadlineMs), deps.shutdown, ...(job.signal ? [job.signal] : [])]);
   const started = performance.now();
-  const result = await attempt(deps, message, route, pending, signal);
+  let result: DeliveryResult | DeliveryError;
+  try {
+    result = await attempt(deps, message, route, pending, signal);
+  } finally {
+    // The upstream exchange is over: the slot is free for the next delivery, in any process.
+    await release();
+  }
   const durationMs = Math.round(performance.now() - started);
 
   const log = { tenant: message.tenant_id, message: message.id, route: route?.name ?? message.route_name, attempt: attemptNo, duration_ms: durationMs };

@@ -8,12 +8,17 @@ import { findOrphans, lockMessage, updateMessage } from '../db/messages.reposito
 import { listAllRoutes } from '../db/routes.repository.ts';
 import { DELIVERY_QUEUE_OPTIONS, enqueueDelivery, ensureQueue, queueName } from '../queue.ts';
 import { processJob, type DeliveryDeps, type DeliveryJob } from './deliver.ts';
+import { RouteLimiter } from './limits.ts';
 import { createTransport, DEFAULT_ROUTE_CONCURRENCY, TransportCache } from './transports/index.ts';
 
 export interface DeliveryOptions {
   /** How often the reconciler looks for messages without a live job. Default 30 s. */
   reconcileIntervalMs?: number;
-  /** How often the route list is read to start consumers for new routes. Default 5 s. */
+  /**
+   * How often the route list is read to start consumers for new and resumed routes and stop
+   * those of deleted and paused ones: how long a pause or resume takes to reach this process.
+   * Default 5 s.
+   */
   routePollMs?: number;
   /**
    * A waiting message counts as orphaned only when untouched this long. Default 60 s: it keeps
@@ -83,7 +88,10 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
 
   const transports = new TransportCache((route) => createTransport(route, { box: ctx.box, hostname: ctx.config.hostname }));
   const shutdown = new AbortController();
-  const deps: DeliveryDeps = { ctx, transports, deadlineMs, shutdown: shutdown.signal };
+  // Aborted when stop() begins: jobs still waiting on their route's limits go back unsent.
+  const halting = new AbortController();
+  const limits = new RouteLimiter(ctx.db, ctx.log);
+  const deps: DeliveryDeps = { ctx, transports, deadlineMs, shutdown: shutdown.signal, limits, stopping: halting.signal };
   const consumers = new Map<string, Consumer>();
   /** Consumers replaced after a concurrency change, finishing their jobs. */
   const draining = new Set<Promise<void>>();
@@ -129,8 +137,15 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
   async function syncRoutes(): Promise<void> {
     const routes = await listAllRoutes(ctx.db);
     const present = new Set<string>();
+    const paused = new Set<string>();
     for (const route of routes) {
       if (stopping) return;
+      // A paused route is left without a consumer, like a deleted one (below); the next poll
+      // after its resume starts one again. Its messages wait in its queue meanwhile.
+      if (route.paused) {
+        paused.add(route.id);
+        continue;
+      }
       present.add(route.id);
       const concurrency = route.concurrency ?? DEFAULT_ROUTE_CONCURRENCY;
       const existing = consumers.get(route.id);
@@ -143,7 +158,8 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
         ctx.log.error({ err, route: route.name, route_id: route.id }, 'starting a route consumer failed');
       }
     }
-    // Deleted routes: stop their consumers (in flight jobs finish) and drop their connections.
+    // Deleted and paused routes: stop their consumers (in flight jobs finish; deliver.ts puts a
+    // paused route's fetched jobs back unsent) and drop their connections.
     for (const [routeId, consumer] of consumers) {
       if (present.has(routeId)) continue;
       consumers.delete(routeId);
@@ -153,7 +169,7 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
       );
       draining.add(p);
       void p.finally(() => draining.delete(p));
-      ctx.log.info({ route_id: routeId }, 'route consumer stopped: route deleted');
+      ctx.log.info({ route_id: routeId }, paused.has(routeId) ? 'route consumer stopped: route paused' : 'route consumer stopped: route deleted');
     }
   }
 
@@ -196,10 +212,15 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
         const grace = graceMs === undefined ? undefined : setTimeout(() => shutdown.abort(), graceMs);
         await Promise.all([routeLoop.stop(), reconcileLoop.stop()]);
         // offWork with wait: pg-boss lets each consumer finish the job it holds before returning.
-        await Promise.allSettled([...consumers].map(([routeId, c]) => ctx.boss.offWork(queueName(routeId), { id: c.workId, wait: true })));
+        const offs = [...consumers].map(([routeId, c]) => ctx.boss.offWork(queueName(routeId), { id: c.workId, wait: true }));
+        // Once no consumer fetches any more (offWork stops their polling at once), jobs waiting on
+        // their route's limits go back unsent instead of holding the shutdown up.
+        halting.abort();
+        await Promise.allSettled(offs);
         consumers.clear();
         await Promise.allSettled([...draining]);
         clearTimeout(grace);
+        limits.close();
         await transports.closeAll();
       })();
       return stopped;

@@ -1,10 +1,13 @@
 // Transports by route: built from the route's config on first use and cached per route
 // version, so a changed route (new updated_at) gets fresh connections while deliveries still
 // running on the old ones finish undisturbed.
+import type { z } from 'zod';
 import type { SecretBox } from '../../crypto.ts';
 import type { Route } from '../../db/schema.ts';
 import { routeConfig, TRANSPORT_CONFIG } from '../../services/routes.service.ts';
 import { CaptureTransport } from './capture.ts';
+import { HttpTransport } from './http.ts';
+import { PostalTransport } from './postal.ts';
 import { SmtpTransport } from './smtp.ts';
 import { DeliveryError, type DeliveryTransport } from './transport.ts';
 
@@ -35,12 +38,23 @@ export function createTransport(route: Route, options: TransportFactoryOptions):
         config,
         hostname: options.hostname,
         defaultConnections: route.concurrency ?? DEFAULT_ROUTE_CONCURRENCY,
-        maxPerSecond: route.max_per_second,
       });
     }
+    case 'postal':
+      return new PostalTransport({ route: route.name, config: parsedConfig(route, 'postal', options.box) });
+    case 'http':
+      return new HttpTransport({ route: route.name, config: parsedConfig(route, 'http', options.box) });
     default:
-      // postal and http routes are accepted by the API; their transports are not part of this worker yet.
       throw new DeliveryError({ response: `no "${route.transport}" transport in this version of txrelay`, errorCode: 'ECONFIG' });
+  }
+}
+
+/** The route's config with credentials, validated; an unusable one (see the smtp case) is an ECONFIG DeliveryError. */
+function parsedConfig<T extends 'postal' | 'http'>(route: Route, transport: T, box: SecretBox): z.output<(typeof TRANSPORT_CONFIG)[T]> {
+  try {
+    return TRANSPORT_CONFIG[transport].parse(routeConfig(route, box)) as z.output<(typeof TRANSPORT_CONFIG)[T]>;
+  } catch (err) {
+    throw new DeliveryError({ response: `route "${route.name}" has an unusable config: ${(err as Error).message}`, errorCode: 'ECONFIG' });
   }
 }
 

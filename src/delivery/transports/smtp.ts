@@ -13,10 +13,13 @@ export interface SmtpTransportOptions {
   config: SmtpRouteConfig;
   /** Our name in EHLO (RFC 5321 §4.1.1.1): TXRELAY_HOSTNAME. */
   hostname: string;
-  /** Pool size when `config.pool` is `true`: the route's worker concurrency, so jobs never queue inside the pool. */
+  /**
+   * Pool size when `config.pool` is `true`: the route's worker concurrency, so jobs never queue
+   * inside the pool. No rate limit here: max_per_second is held across every worker process by
+   * delivery/limits.ts before a message reaches the transport, and nodemailer's per-process
+   * window would only add pauses of its own on top.
+   */
   defaultConnections: number;
-  /** The route's max_per_second, applied by the pool (per worker process). */
-  maxPerSecond?: number | null;
 }
 
 /** A pooled connection is replaced after this many messages, bounding the effect of a bad session. */
@@ -55,14 +58,6 @@ function nodemailerOptions(o: SmtpTransportOptions): SMTPTransportOptions {
     disableFileAccess: true,
     disableUrlAccess: true,
   };
-}
-
-function rateLimit(maxPerSecond: number | null | undefined): { rateLimit: number; rateDelta: number } | undefined {
-  if (!maxPerSecond) return undefined;
-  // The pool counts whole messages per window: 0.5/s becomes 1 per 2 s, 20/s stays 20 per 1 s.
-  return maxPerSecond >= 1
-    ? { rateLimit: Math.floor(maxPerSecond), rateDelta: 1000 }
-    : { rateLimit: 1, rateDelta: Math.ceil(1000 / maxPerSecond) };
 }
 
 const sameAddress = (a: string | undefined, b: string): boolean => a !== undefined && a.toLowerCase() === b.toLowerCase();
@@ -113,7 +108,6 @@ export class SmtpTransport implements DeliveryTransport {
             maxConnections: typeof pool === 'number' ? pool : options.defaultConnections,
             maxMessages: MAX_MESSAGES_PER_CONNECTION,
             idleTimeout: POOL_IDLE_MS,
-            ...rateLimit(options.maxPerSecond),
           });
   }
 
