@@ -4,6 +4,7 @@
 // Exit codes: 0 done, 1 the operation failed (unknown tenant, invalid input…), 2 usage error.
 import fs from 'node:fs';
 import { describeConfig, loadConfig, type Config } from './config.ts';
+import { classifyCommand } from './cli/classify.ts';
 import { command, formatUsage, parseCommand, reportError, runCommand, UsageError, type Command } from './cli/command.ts';
 import { domainCommands } from './cli/domains.ts';
 import { messageCommands } from './cli/messages.ts';
@@ -34,6 +35,7 @@ const TOP: Record<string, Command> = {
       process.stdout.write(JSON.stringify(describeConfig(io.config), null, 2) + '\n');
     },
   }),
+  classify: classifyCommand,
 };
 
 const GROUPS: Record<string, Record<string, Command>> = {

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { MessageSend } from '../pipeline/http-submission.ts';
 import { DomainCreate } from '../services/domains.service.ts';
 import { MessageListQuery } from '../services/messages.service.ts';
+import { QueueListQuery, RequeueBody } from '../services/queue.service.ts';
 import { RouteCreate, RoutePatch, TRANSPORT_CONFIG } from '../services/routes.service.ts';
 import { StatsQuery, TenantStatsQuery } from '../services/stats.service.ts';
 import { TemplateCreate, TemplateRender, TemplateReplace } from '../services/templates.service.ts';
@@ -70,8 +71,22 @@ const Route = z.object({
   max_attempts: z.number().int(),
   retry_delay_seconds: z.number().int(),
   enabled: z.boolean(),
+  paused: z.boolean().describe('messages are accepted and wait; no worker delivers them until the route is resumed'),
   created_at: timestamp,
   updated_at: timestamp,
+});
+
+const Queue = z.object({
+  tenant: z.string(),
+  route: z.string(),
+  route_id: uuid,
+  paused: z.boolean(),
+  enabled: z.boolean(),
+  queued: z.number().int().describe('messages waiting for their first attempt on this route'),
+  deferred: z.number().int().describe('messages waiting for a retry'),
+  oldest_queued_at: nullableTimestamp.describe('when the oldest waiting message (queued or deferred) was accepted'),
+  oldest_age_seconds: z.number().int().nullable().describe('its age, in seconds'),
+  next_attempt_at: nullableTimestamp.describe('the earliest retry due among the deferred messages'),
 });
 
 const Template = z.object({
@@ -259,10 +274,26 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: `${ADMIN_TENANT}/routes/{route}`, summary: 'Get a route', tag: 'admin: routes', auth: 'admin', ok: one(Route, 'the route'), errors: [404] },
   { method: 'patch', path: `${ADMIN_TENANT}/routes/{route}`, summary: 'Change a route (named fields only)', tag: 'admin: routes', auth: 'admin', body: RoutePatch, ok: one(Route, 'the route'), errors: [404, 409, 422] },
   { method: 'delete', path: `${ADMIN_TENANT}/routes/{route}`, summary: 'Delete a route (409 while mail waits on it)', tag: 'admin: routes', auth: 'admin', ok: none('deleted'), errors: [404, 409] },
+  {
+    method: 'post', path: `${ADMIN_TENANT}/routes/{route}/pause`, tag: 'admin: queues', auth: 'admin', ok: one(Route, 'the paused route'), errors: [404],
+    summary: 'Pause a route: messages are still accepted and wait; workers stop delivering within their route poll (5 s)',
+  },
+  { method: 'post', path: `${ADMIN_TENANT}/routes/{route}/resume`, summary: 'Resume a paused route (workers start again within 5 s)', tag: 'admin: queues', auth: 'admin', ok: one(Route, 'the route'), errors: [404] },
+  { method: 'get', path: `${ADMIN_TENANT}/routes/{route}/queue`, summary: 'What waits on a route: counts, oldest age, next retry', tag: 'admin: queues', auth: 'admin', ok: one(Queue, 'the route\'s queue'), errors: [404] },
+  { method: 'get', path: '/admin/queues', summary: 'What waits on every route', tag: 'admin: queues', auth: 'admin', query: QueueListQuery, ok: list(Queue, 'every route\'s queue'), errors: [404, 422] },
 
   { method: 'get', path: '/admin/messages', summary: 'The message log, newest first', tag: 'admin: messages', auth: 'admin', query: MessageListQuery, ok: list(MessageSummary, 'a page of messages'), errors: [404, 422] },
   { method: 'get', path: '/admin/messages/{id}', summary: 'One message with recipients, attempts, events and rule verdicts', tag: 'admin: messages', auth: 'admin', ok: one(Message, 'the message'), errors: [404] },
   { method: 'get', path: '/admin/messages/{id}/mime', summary: 'The final MIME as delivered or captured', tag: 'admin: messages', auth: 'admin', ok: { status: 200, description: 'the message', contentType: 'message/rfc822' }, errors: [404] },
+  { method: 'post', path: '/admin/messages/{id}/retry', summary: 'Retry a queued or deferred message now (409 otherwise)', tag: 'admin: queues', auth: 'admin', ok: one(Message, 'the message'), errors: [404, 409] },
+  {
+    method: 'post', path: '/admin/messages/{id}/cancel', tag: 'admin: queues', auth: 'admin', ok: one(Message, 'the failed message'), errors: [404, 409],
+    summary: 'Cancel a queued or deferred message: it fails, reason "cancelled by admin" (409 otherwise)',
+  },
+  {
+    method: 'post', path: '/admin/messages/{id}/requeue', tag: 'admin: queues', auth: 'admin', body: RequeueBody, ok: one(Message, 'the queued message'), errors: [404, 409, 422],
+    summary: 'Requeue a failed message, optionally on another route of its tenant: its failed recipients are delivered again (409 unless failed)',
+  },
   { method: 'get', path: '/admin/stats', summary: 'Counts per tag over time', tag: 'admin: messages', auth: 'admin', query: StatsQuery, ok: one(Stats, 'the statistics'), errors: [404, 422] },
 
   { method: 'get', path: '/v1/smtp/info', summary: 'How to connect over SMTP', tag: 'tenant', auth: 'key', scope: 'read', ok: one(SmtpInfo, 'connection settings') },
@@ -291,7 +322,7 @@ const ERROR_TEXT: Record<number, string> = {
   401: 'missing or invalid credentials',
   403: 'the key\'s scope or the tenant\'s state forbids it',
   404: 'not found (another tenant\'s resource is not found either)',
-  409: 'conflicts with an existing resource',
+  409: 'conflicts with an existing resource or its current state',
   413: 'too large',
   415: 'the body is not JSON',
   422: 'invalid: details.fields lists the problems',

@@ -8,8 +8,11 @@ import { SecretBox } from '../crypto.ts';
 import { openConfiguredDatabase } from '../db/configured.ts';
 import type { Db } from '../db/database.ts';
 import { migrateToLatest } from '../db/migrate.ts';
+import { createLogger } from '../log.ts';
+import { offlineBoss } from '../queue.ts';
 import { resolveSecrets } from '../secrets.ts';
 import { ApiError } from '../services/errors.ts';
+import type { QueueDeps } from '../services/queue.service.ts';
 
 /** Wrong words or flags on the command line: exit 2, with the usage of the commands meant. */
 export class UsageError extends Error {
@@ -127,6 +130,16 @@ async function connect(config: Config): Promise<{ database: Database; close(): P
     throw err;
   }
   return { database: { db: handle.db, box: new SecretBox(secrets.secret) }, close };
+}
+
+/**
+ * What the queue operations need: the database, a PgBoss that is never started (it only inserts
+ * jobs through the operation's transaction, so the CLI runs no queue maintenance and holds no
+ * second pool), and a logger on stderr for the audit line each change writes.
+ */
+export async function queueDeps(io: Io): Promise<QueueDeps> {
+  const { db } = await io.open();
+  return { db, boss: offlineBoss(db), log: createLogger(io.config.logLevel, process.stderr), via: 'cli' };
 }
 
 // ---- flag values ------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-// `txrelay message …`: the message log across tenants, one message in full, its final MIME.
+// `txrelay message …`: the message log across tenants, one message in full, its final MIME, and
+// the queue operations on one message: retry now, cancel, requeue.
 import * as messages from '../services/messages.service.ts';
-import { command, defined, numberFlag, type Command } from './command.ts';
+import * as queue from '../services/queue.service.ts';
+import { command, defined, numberFlag, queueDeps, type Command } from './command.ts';
 import { cell, details, nextPage, section, table } from './format.ts';
 
 type MessageView = Awaited<ReturnType<typeof messages.getMessageView>>;
@@ -26,6 +28,20 @@ function showMessage(m: MessageView): string {
     section('events', m.events.map((e) => `${cell(e.at)}  ${e.type}  ${cell(e.detail)}`)) +
     section('verdicts', m.verdicts.map((v) => `${v.rule}  ${v.action}${v.detail ? `  ${v.detail}` : ''}`)) +
     section('attachments', m.attachments.map((a) => `${cell(a.filename)}  ${a.content_type}  ${a.size} bytes`))
+  );
+}
+
+/** One line on what the operation left, then the message's state and recipients. */
+function afterOperation(m: MessageView, what: string): string {
+  return (
+    `message ${m.id} ${what}\n` +
+    details([
+      ['status', m.status],
+      ['route', m.route],
+      ['attempts', m.attempts],
+      ['next attempt', m.next_attempt_at],
+    ]) +
+    section('recipients', m.recipients.map((r) => `${r.address}  ${r.status}  ${cell(r.response)}`))
   );
 }
 
@@ -84,6 +100,37 @@ export const messageCommands: Record<string, Command> = {
       const mime = await messages.getMessageMime(db, id);
       if (io.json) io.print({ id, size: mime.length, mime_base64: mime.toString('base64') }, () => '');
       else process.stdout.write(mime);
+    },
+  }),
+  retry: command({
+    usage: 'message retry <id>',
+    summary: 'retry a queued or deferred message now, without waiting for its backoff',
+    async run(io, [id]) {
+      const deps = await queueDeps(io);
+      await queue.retryMessage(deps, id);
+      const m = await messages.getMessageView(deps.db, id);
+      io.print(m, () => afterOperation(m, `will be tried now on route ${m.route}`));
+    },
+  }),
+  cancel: command({
+    usage: 'message cancel <id>',
+    summary: 'cancel a queued or deferred message: it fails ("cancelled by admin") and is never delivered',
+    async run(io, [id]) {
+      const deps = await queueDeps(io);
+      await queue.cancelMessage(deps, id);
+      const m = await messages.getMessageView(deps.db, id);
+      io.print(m, () => afterOperation(m, 'cancelled'));
+    },
+  }),
+  requeue: command({
+    usage: 'message requeue <id> [--route ROUTE]',
+    summary: "queue a failed message again, on its route or another of its tenant's; its failed recipients are delivered again",
+    options: { route: { type: 'string' } },
+    async run(io, [id], values) {
+      const deps = await queueDeps(io);
+      await queue.requeueMessage(deps, id, defined({ route: values.route }));
+      const m = await messages.getMessageView(deps.db, id);
+      io.print(m, () => afterOperation(m, `requeued on route ${m.route}`));
     },
   }),
 };

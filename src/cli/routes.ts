@@ -2,9 +2,10 @@
 // encrypted by the service and masked by routeView: nothing here prints them. They can come
 // from a file or stdin (--config-file) so that they stay out of shell history and `ps`.
 import fs from 'node:fs';
+import * as queue from '../services/queue.service.ts';
 import * as routes from '../services/routes.service.ts';
 import { getTenant } from '../services/tenants.service.ts';
-import { command, defined, jsonFlag, numberFlag, UsageError, type Command } from './command.ts';
+import { command, defined, jsonFlag, numberFlag, queueDeps, UsageError, type Command } from './command.ts';
 import { details, table } from './format.ts';
 
 const ROUTE_OPTIONS = {
@@ -53,7 +54,18 @@ function showRoute(v: routes.RouteView): string {
     ['max attempts', v.max_attempts],
     ['retry delay', `${v.retry_delay_seconds}s (doubling)`],
     ['enabled', v.enabled],
+    ['paused', v.paused],
     ['updated', v.updated_at],
+  ]);
+}
+
+function showQueue(q: queue.QueueView): string {
+  return details([
+    ['route', `${q.route} (${q.tenant})${q.paused ? ', paused' : ''}${q.enabled ? '' : ', disabled'}`],
+    ['queued', q.queued],
+    ['deferred', q.deferred],
+    ['oldest', q.oldest_queued_at === null ? null : `${q.oldest_queued_at.toISOString()} (${q.oldest_age_seconds} s ago)`],
+    ['next retry', q.next_attempt_at],
   ]);
 }
 
@@ -109,6 +121,36 @@ export const routeCommands: Record<string, Command> = {
       const t = await getTenant(db, ref);
       const v = await routes.routeView(db, await routes.updateRoute(db, box, t.id, name, patch));
       io.print(v, () => `route ${v.name} updated\n${showRoute(v)}`);
+    },
+  }),
+  pause: command({
+    usage: 'route pause <tenant> <route>',
+    summary: 'pause delivery on a route: messages are still accepted and wait; workers stop within 5 s',
+    async run(io, [ref, name]) {
+      const deps = await queueDeps(io);
+      const t = await getTenant(deps.db, ref);
+      const v = await routes.routeView(deps.db, await queue.pauseRoute(deps, t.id, name));
+      io.print(v, () => `route ${v.name} paused: messages are accepted and wait until it is resumed`);
+    },
+  }),
+  resume: command({
+    usage: 'route resume <tenant> <route>',
+    summary: 'resume delivery on a paused route (workers start again within 5 s)',
+    async run(io, [ref, name]) {
+      const deps = await queueDeps(io);
+      const t = await getTenant(deps.db, ref);
+      const v = await routes.routeView(deps.db, await queue.resumeRoute(deps, t.id, name));
+      io.print(v, () => `route ${v.name} resumed`);
+    },
+  }),
+  queue: command({
+    usage: 'route queue <tenant> <route>',
+    summary: 'what waits on a route: queued and deferred counts, oldest age, next retry',
+    async run(io, [ref, name]) {
+      const { db } = await io.open();
+      const t = await getTenant(db, ref);
+      const q = await queue.routeQueue(db, t.id, name);
+      io.print(q, () => showQueue(q));
     },
   }),
   delete: command({

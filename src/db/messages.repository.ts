@@ -224,3 +224,83 @@ export async function countPendingOnRoute(db: Executor, tenantId: string, routeI
     .executeTakeFirstOrThrow();
   return Number(r.n);
 }
+
+/**
+ * Sets the status (and response, when given) of a message's recipients that are in one of
+ * `from`; returns their addresses.
+ */
+export async function setRecipientsStatus(
+  db: Executor,
+  messageId: string,
+  from: MessageStatus[],
+  status: MessageStatus,
+  response?: string,
+): Promise<string[]> {
+  const rows = await db
+    .updateTable('recipients')
+    .set({ status, ...(response === undefined ? {} : { response }), updated_at: new Date() })
+    .where('message_id', '=', messageId)
+    .where('status', 'in', from)
+    .returning('address')
+    .execute();
+  return rows.map((r) => r.address);
+}
+
+/** Whether a worker holds the job right now (pg-boss state `active`): an attempt may be under way. */
+export async function isJobActive(db: Executor, routeId: string, jobId: string): Promise<boolean> {
+  const r = await sql<{ active: boolean }>`
+    SELECT EXISTS (
+      SELECT 1 FROM pgboss.job
+       WHERE name = ${`route.${routeId}`} AND id = ${jobId}::uuid AND state = 'active') AS active`.execute(db);
+  return r.rows[0]?.active === true;
+}
+
+export interface QueueDepthRow {
+  tenant_id: string;
+  tenant_name: string;
+  route_id: string;
+  route_name: string;
+  paused: boolean;
+  enabled: boolean;
+  queued: number;
+  deferred: number;
+  /** created_at of the oldest message waiting (queued or deferred). */
+  oldest_queued_at: Date | null;
+  /** Its age by the database clock, in whole seconds. */
+  oldest_age_seconds: number | null;
+  /** The earliest retry due among the deferred ones. */
+  next_attempt_at: Date | null;
+}
+
+/**
+ * What waits on each route (every route, a tenant's, or one), counted from the messages table
+ * through the partial index messages_route_waiting: one index range scan per route, over
+ * waiting messages only, however many were ever sent.
+ */
+export async function queueDepths(db: Executor, filter: { tenantId?: string; routeId?: string }): Promise<QueueDepthRow[]> {
+  const where = [
+    ...(filter.tenantId !== undefined ? [sql`r.tenant_id = ${filter.tenantId}`] : []),
+    ...(filter.routeId !== undefined ? [sql`r.id = ${filter.routeId}`] : []),
+  ];
+  const r = await sql<QueueDepthRow>`
+    SELECT r.tenant_id, t.name AS tenant_name, r.id AS route_id, r.name AS route_name, r.paused, r.enabled,
+           q.queued::int AS queued,
+           q.deferred::int AS deferred,
+           q.oldest AS oldest_queued_at,
+           floor(extract(epoch FROM now() - q.oldest))::int AS oldest_age_seconds,
+           q.next_attempt_at
+      FROM routes r
+      JOIN tenants t ON t.id = r.tenant_id
+      CROSS JOIN LATERAL (
+            SELECT count(*) FILTER (WHERE m.status = 'queued') AS queued,
+                   count(*) FILTER (WHERE m.status = 'deferred') AS deferred,
+                   min(m.created_at) AS oldest,
+                   min(m.next_attempt_at) FILTER (WHERE m.status = 'deferred') AS next_attempt_at
+              FROM messages m
+             WHERE m.route_id = r.id
+               AND m.tenant_id = r.tenant_id
+               AND m.status IN ('queued', 'deferred')) q
+     ${where.length ? sql`WHERE ${sql.join(where, sql` AND `)}` : sql``}
+     ORDER BY t.name, r.name`.execute(db);
+  return r.rows;
+}

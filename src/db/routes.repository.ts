@@ -62,3 +62,15 @@ export async function deleteRoute(db: Executor, tenantId: string, routeId: strin
 export async function listAllRoutes(db: Executor): Promise<Route[]> {
   return await db.selectFrom('routes').selectAll().orderBy('created_at').execute();
 }
+
+/** Sets the paused flag; undefined when the route is gone or already in that state. */
+export async function setRoutePaused(db: Executor, tenantId: string, routeId: string, paused: boolean): Promise<Route | undefined> {
+  return await db
+    .updateTable('routes')
+    .set({ paused, updated_at: new Date() })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', routeId)
+    .where('paused', '<>', paused)
+    .returningAll()
+    .executeTakeFirst();
+}

@@ -68,6 +68,8 @@ export interface RoutesTable {
   max_attempts: ColumnType<number, number | undefined, number>;
   retry_delay_seconds: ColumnType<number, number | undefined, number>;
   enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  /** Paused: messages are accepted and wait; no worker takes the route's jobs. */
+  paused: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }
@@ -178,6 +180,23 @@ export interface RateCountersTable {
   count: number;
 }
 
+/** A route's next free send time under its max_per_second, shared by every worker process. */
+export interface RouteThrottleTable {
+  route_id: string;
+  /** The max_per_second the schedule was made for. */
+  per_second: number;
+  next_at: Date;
+}
+
+/** One of a route's `concurrency` delivery slots; free when lease is null or expires_at passed. */
+export interface RouteSlotsTable {
+  route_id: string;
+  slot: number;
+  lease: string | null;
+  holder: string | null;
+  expires_at: Date | null;
+}
+
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
@@ -191,6 +210,8 @@ export interface Database {
   events: EventsTable;
   stats_hourly: StatsHourlyTable;
   rate_counters: RateCountersTable;
+  route_throttle: RouteThrottleTable;
+  route_slots: RouteSlotsTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;

@@ -42,6 +42,9 @@ const routeFields = {
   enabled: z.boolean(),
 };
 
+/** The first backoff step of a route that names none (the migration's column default too). */
+export const DEFAULT_RETRY_DELAY_SECONDS = 180;
+
 export const RouteCreate = z.object({
   ...routeFields,
   config: routeFields.config.default({}),
@@ -49,7 +52,8 @@ export const RouteCreate = z.object({
   max_per_second: routeFields.max_per_second.optional(),
   concurrency: routeFields.concurrency.optional(),
   max_attempts: routeFields.max_attempts.default(8),
-  retry_delay_seconds: routeFields.retry_delay_seconds.default(60),
+  // 180 s doubling over 8 attempts: 180 × (2^7 − 1) s ≈ 6 h 21 min of retries (SPEC §5, "about 6 hours").
+  retry_delay_seconds: routeFields.retry_delay_seconds.default(DEFAULT_RETRY_DELAY_SECONDS),
   enabled: routeFields.enabled.default(true),
 });
 // No defaults here: a PATCH changes only the fields it names (zod keeps defaults under .partial()).
@@ -66,6 +70,8 @@ export interface RouteView {
   max_attempts: number;
   retry_delay_seconds: number;
   enabled: boolean;
+  /** Messages are accepted and wait; no worker takes the route's jobs (POST …/pause, …/resume). */
+  paused: boolean;
   created_at: Date;
   updated_at: Date;
 }
@@ -107,6 +113,7 @@ export async function routeView(db: Executor, route: Route): Promise<RouteView> 
     max_attempts: route.max_attempts,
     retry_delay_seconds: route.retry_delay_seconds,
     enabled: route.enabled,
+    paused: route.paused,
     created_at: route.created_at,
     updated_at: route.updated_at,
   };

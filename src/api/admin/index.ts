@@ -5,6 +5,7 @@ import type { TxtResolver } from '../../services/domain-verification.service.ts'
 import { domainsRouter } from './domains.ts';
 import { keysRouter } from './keys.ts';
 import { messagesRouter } from './messages.ts';
+import { queuesRouter } from './queues.ts';
 import { routesRouter } from './routes.ts';
 import { statsRouter } from './stats.ts';
 import { templatesRouter } from './templates.ts';
@@ -19,6 +20,7 @@ export function adminRouter(ctx: Context, resolveTxt: TxtResolver): Router {
   router.use('/tenants/:tenant/routes', routesRouter(ctx));
   router.use('/tenants/:tenant/templates', templatesRouter(ctx));
   router.use('/messages', messagesRouter(ctx));
+  router.use('/queues', queuesRouter(ctx));
   router.use('/stats', statsRouter(ctx));
   return router;
 }

@@ -1,7 +1,9 @@
-// Admin: the message log across tenants (`?tenant=` narrows it), one message, its MIME.
+// Admin: the message log across tenants (`?tenant=` narrows it), one message, its MIME, and
+// the queue operations on one message (retry now, cancel, requeue), which answer its new view.
 import { Router } from 'express';
 import type { Context } from '../../context.ts';
 import { getMessageMime, getMessageView, listMessages } from '../../services/messages.service.ts';
+import { cancelMessage, requeueMessage, retryMessage } from '../../services/queue.service.ts';
 
 export function messagesRouter(ctx: Context): Router {
   const router = Router();
@@ -18,6 +20,23 @@ export function messagesRouter(ctx: Context): Router {
     const mime = await getMessageMime(ctx.db, req.params.id);
     res.set('Content-Disposition', `inline; filename="${req.params.id}.eml"`);
     res.type('message/rfc822').send(mime);
+  });
+
+  const deps = { db: ctx.db, boss: ctx.boss, log: ctx.log, via: 'api' as const };
+
+  router.post('/:id/retry', async (req, res) => {
+    await retryMessage(deps, req.params.id);
+    res.json(await getMessageView(ctx.db, req.params.id));
+  });
+
+  router.post('/:id/cancel', async (req, res) => {
+    await cancelMessage(deps, req.params.id);
+    res.json(await getMessageView(ctx.db, req.params.id));
+  });
+
+  router.post('/:id/requeue', async (req, res) => {
+    await requeueMessage(deps, req.params.id, req.body ?? {});
+    res.json(await getMessageView(ctx.db, req.params.id));
   });
 
   return router;

@@ -2,6 +2,7 @@
 import { Router } from 'express';
 import type { Context } from '../../context.ts';
 import { ensureQueue } from '../../queue.ts';
+import { pauseRoute, resumeRoute, routeQueue } from '../../services/queue.service.ts';
 import { createRoute, deleteRoute, getRoute, listRoutes, routeView, updateRoute } from '../../services/routes.service.ts';
 import { tenantOf } from './tenants.ts';
 
@@ -31,6 +32,21 @@ export function routesRouter(ctx: Context): Router {
   router.delete('/:route', async (req, res) => {
     await deleteRoute(ctx.db, tenantOf(res).id, req.params.route);
     res.status(204).end();
+  });
+
+  // Queue operations (services/queue.service.ts): messages keep being accepted while paused.
+  const deps = { db: ctx.db, boss: ctx.boss, log: ctx.log, via: 'api' as const };
+
+  router.post('/:route/pause', async (req, res) => {
+    res.json(await routeView(ctx.db, await pauseRoute(deps, tenantOf(res).id, req.params.route)));
+  });
+
+  router.post('/:route/resume', async (req, res) => {
+    res.json(await routeView(ctx.db, await resumeRoute(deps, tenantOf(res).id, req.params.route)));
+  });
+
+  router.get('/:route/queue', async (req, res) => {
+    res.json(await routeQueue(ctx.db, tenantOf(res).id, req.params.route));
   });
 
   return router;
