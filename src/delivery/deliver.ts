@@ -255,6 +255,9 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<
   const { ctx } = deps;
   const messageId = job.data.messageId;
   if (!messageId) return;
+  // Jobs of a fetched batch run one after another; one whose claim pg-boss already took back
+  // (expiry while earlier ones ran) belongs to whoever runs it again.
+  if (job.signal?.aborted) return;
   const message = await messages.findMessage(ctx.db, messageId);
   // Gone (its tenant was deleted), already finished, or superseded by a newer job: the job is
   // a leftover (a reconciler duplicate, a pg-boss retry after we recorded). Nothing to do.
