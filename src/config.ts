@@ -34,6 +34,15 @@ const positiveInt = z
   .transform(Number)
   .refine((n) => n > 0, 'must be greater than 0');
 
+/** A whole number from min to max. */
+const intBetween = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be from ${min} to ${max}`);
+
 const ROLES = ['smtp', 'api', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
 
@@ -90,6 +99,13 @@ const schema = z.object({
       return [...new Set(roles)] as Role[];
     })
     .default(['smtp', 'api', 'worker']),
+  // Beyond SPEC: the template sandbox's limits (src/templates). A render (or compile) is stopped
+  // after the timeout; an isolate that outgrows its memory is replaced (8 MB is isolated-vm's
+  // least); the pool renders on this many isolates at once.
+  TXRELAY_TEMPLATE_TIMEOUT_MS: intBetween(1, 60_000).default(1000),
+  TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES: intBetween(1, 256 * 1024 * 1024).default(5 * 1024 * 1024),
+  TXRELAY_TEMPLATE_MEMORY_MB: intBetween(8, 4096).default(64),
+  TXRELAY_TEMPLATE_ISOLATES: intBetween(1, 64).default(4),
 });
 
 export interface Config {
@@ -113,6 +129,14 @@ export interface Config {
   roles: Role[];
   /** Host name for `include:` in the SPF record that adding a domain asks for; unset: none. */
   spfInclude: string | undefined;
+  /** Beyond SPEC: a template render's (or compile's) time limit. */
+  templateTimeoutMs: number;
+  /** Beyond SPEC: rendered subject + HTML, in bytes. */
+  templateMaxOutputBytes: number;
+  /** Beyond SPEC: memory of each template isolate. */
+  templateMemoryMb: number;
+  /** Beyond SPEC: template isolates in the pool. */
+  templateIsolates: number;
 }
 
 export class ConfigError extends Error {
@@ -172,6 +196,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxRecipients: e.TXRELAY_MAX_RECIPIENTS,
     roles,
     spfInclude: e.TXRELAY_SPF_INCLUDE,
+    templateTimeoutMs: e.TXRELAY_TEMPLATE_TIMEOUT_MS,
+    templateMaxOutputBytes: e.TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES,
+    templateMemoryMb: e.TXRELAY_TEMPLATE_MEMORY_MB,
+    templateIsolates: e.TXRELAY_TEMPLATE_ISOLATES,
   };
 }
 

@@ -17,6 +17,13 @@ test('defaults follow SPEC §1', () => {
   assert.equal(c.publicUrl, 'http://localhost:8080');
 });
 
+test('template sandbox limits: defaults, and each set on its own', () => {
+  const d = loadConfig({});
+  assert.deepEqual([d.templateTimeoutMs, d.templateMaxOutputBytes, d.templateMemoryMb, d.templateIsolates], [1000, 5 * 1024 * 1024, 64, 4]);
+  const c = loadConfig({ TXRELAY_TEMPLATE_TIMEOUT_MS: '250', TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES: '1048576', TXRELAY_TEMPLATE_MEMORY_MB: ' 32 ', TXRELAY_TEMPLATE_ISOLATES: '2' });
+  assert.deepEqual([c.templateTimeoutMs, c.templateMaxOutputBytes, c.templateMemoryMb, c.templateIsolates], [250, 1048576, 32, 2]);
+});
+
 test('TXRELAY_SPF_INCLUDE: unset by default, a host name (underscores allowed) when set', () => {
   assert.equal(loadConfig({}).spfInclude, undefined);
   assert.equal(loadConfig({ TXRELAY_SPF_INCLUDE: ' _spf.Example-ESP.net ' }).spfInclude, '_spf.example-esp.net');
@@ -45,6 +52,11 @@ test('each bad value names its variable in one line', () => {
     [{ TXRELAY_SMTP_PORTS: '', TXRELAY_SMTPS_PORTS: '' }, /both empty/],
     [{ TXRELAY_SPF_INCLUDE: 'include:spf.example.net' }, /TXRELAY_SPF_INCLUDE must be a host name/],
     [{ TXRELAY_SPF_INCLUDE: 'localhost' }, /TXRELAY_SPF_INCLUDE must be a host name/],
+    [{ TXRELAY_TEMPLATE_TIMEOUT_MS: '0' }, /TXRELAY_TEMPLATE_TIMEOUT_MS must be from 1 to 60000/],
+    [{ TXRELAY_TEMPLATE_TIMEOUT_MS: '1s' }, /TXRELAY_TEMPLATE_TIMEOUT_MS must be a whole number/],
+    [{ TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES: '-1' }, /TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES must be a whole number/],
+    [{ TXRELAY_TEMPLATE_MEMORY_MB: '4' }, /TXRELAY_TEMPLATE_MEMORY_MB must be from 8 to 4096/],
+    [{ TXRELAY_TEMPLATE_ISOLATES: '0' }, /TXRELAY_TEMPLATE_ISOLATES must be from 1 to 64/],
   ];
   for (const [env, re] of cases) {
     assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && re.test(err.message) && !err.message.includes('\n'), JSON.stringify(env));

@@ -10,7 +10,12 @@ const engines = new WeakMap<Context, TemplateEngine>();
 export function templateEngine(ctx: Context, options: Partial<TemplateEngineOptions> = {}): TemplateEngine {
   let engine = engines.get(ctx);
   if (!engine) {
+    const { config } = ctx;
     engine = createTemplateEngine(ctx.db, {
+      timeoutMs: config.templateTimeoutMs,
+      maxOutputBytes: config.templateMaxOutputBytes,
+      memoryLimitMb: config.templateMemoryMb,
+      isolates: config.templateIsolates,
       // isolated-vm: V8 lost control of an isolate; its memory cannot be trusted or reclaimed.
       onCatastrophicError: (message) => ctx.log.fatal({ templates: 'sandbox', message }, 'template sandbox failed catastrophically'),
       ...options,

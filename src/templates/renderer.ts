@@ -43,8 +43,14 @@ export interface TemplateEngineOptions {
    * templates spinning at once (each until its time limit) it takes to hold the others up.
    */
   isolates: number;
-  /** Calls queued per isolate while one runs (hides the cost of the hand-over to its thread). */
+  /** Renders queued per isolate while one runs; they go to it together, as one call. */
   pipeline: number;
+  /**
+   * Renders of one tenant at a time; the tenant's others wait their turn. Default: one less than
+   * `isolates`, so that one tenant's templates spinning until their time limit leave an isolate
+   * to everybody else (no limit with one isolate).
+   */
+  perTenant?: number;
   /** Compiled code kept in this process, in characters. */
   cacheChars: number;
   /** Compiled code kept loaded per isolate, in characters. */
@@ -108,6 +114,45 @@ function loadBuiltins(dir: string): Map<string, string> {
   return out;
 }
 
+/** At most `limit` calls per tenant at a time; the others wait, first come first served. */
+class TenantGate {
+  readonly #limit: number;
+  readonly #running = new Map<string, number>();
+  readonly #waiting = new Map<string, (() => void)[]>();
+
+  constructor(limit: number) {
+    this.#limit = Math.max(1, limit);
+  }
+
+  async run<T>(tenantId: string, fn: () => Promise<T>): Promise<T> {
+    const n = this.#running.get(tenantId) ?? 0;
+    if (n < this.#limit) {
+      this.#running.set(tenantId, n + 1);
+    } else {
+      // Woken with the place of a call that finished (the count stays as it is).
+      await new Promise<void>((resolve) => {
+        const queue = this.#waiting.get(tenantId);
+        if (queue) queue.push(resolve);
+        else this.#waiting.set(tenantId, [resolve]);
+      });
+    }
+    try {
+      return await fn();
+    } finally {
+      const queue = this.#waiting.get(tenantId);
+      if (queue) {
+        const next = queue.shift()!;
+        if (queue.length === 0) this.#waiting.delete(tenantId);
+        next();
+      } else if (this.#running.get(tenantId) === 1) {
+        this.#running.delete(tenantId);
+      } else {
+        this.#running.set(tenantId, this.#running.get(tenantId)! - 1);
+      }
+    }
+  }
+}
+
 interface Root {
   key: string;
   source: string;
@@ -124,6 +169,8 @@ export function createTemplateEngine(db: Executor, options: Partial<TemplateEngi
     loadedCodeBudget: o.isolateCacheChars,
   };
   const pool = new SandboxPool(limits, o.isolates, o.pipeline, o.onCatastrophicError);
+  const perTenant = o.perTenant ?? (o.isolates > 1 ? o.isolates - 1 : Infinity);
+  const gate = Number.isFinite(perTenant) ? new TenantGate(perTenant) : null;
   const builtins = loadBuiltins(o.builtinsDir);
 
   // Compiled code (or the compile error) by key, least recently used first, bounded in size.
@@ -249,6 +296,18 @@ export function createTemplateEngine(db: Executor, options: Partial<TemplateEngi
     const { subject, html } = roots(tenantId, input);
     const list = [subject, html].filter((r): r is Root => r !== null);
     if (list.length === 0) return { subject: input.subject, html: input.html };
+    const run = () => renderRoots(tenantId, input, variables, subject, html, list);
+    return gate ? await gate.run(tenantId, run) : await run();
+  };
+
+  async function renderRoots(
+    tenantId: string,
+    input: Parameters<Renderer>[1],
+    variables: Parameters<Renderer>[2],
+    subject: Root | null,
+    html: Root | null,
+    list: Root[],
+  ): ReturnType<Renderer> {
     const results = await Promise.all(list.map((r) => compile(r.key, r.source)));
     results.forEach((r, i) => {
       if (!r.ok) throw renderError(list[i].label, r.fault.line, r.fault.message);
@@ -264,14 +323,16 @@ export function createTemplateEngine(db: Executor, options: Partial<TemplateEngi
       throw err;
     }
     if (!out.ok) throw faultError(out.fault, labels, mainLabel);
-    const bytes = Buffer.byteLength(out.html, 'utf8') + Buffer.byteLength(out.subject, 'utf8');
+    // A UTF-16 code unit is at most 3 bytes of UTF-8: most output is short enough not to count.
+    const chars = out.html.length + out.subject.length;
+    const bytes = chars * 3 <= o.maxOutputBytes ? chars : Buffer.byteLength(out.html, 'utf8') + Buffer.byteLength(out.subject, 'utf8');
     if (bytes > o.maxOutputBytes) throw renderError(mainLabel, null, `the rendered message is larger than the limit of ${o.maxOutputBytes} bytes`);
     return {
       // A header: rendered line breaks must not start new header lines.
       subject: subject ? out.subject.replace(/[\r\n]+/g, ' ') : input.subject,
       html: html ? out.html : input.html,
     };
-  };
+  }
 
   function faultError(fault: TemplateFault, labels: Map<string, string>, fallback: string): SmtpError {
     return renderError(labels.get(fault.key) ?? fallback, fault.line, fault.message);

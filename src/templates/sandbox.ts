@@ -59,12 +59,11 @@ export class SandboxStopped extends Error {
   }
 }
 
-type Fn = ivm.Reference<(...args: (string | null)[]) => string>;
+type Fn = ivm.Reference<(...args: (string | number | null)[]) => unknown>;
 interface SandboxFns {
   compile: Fn;
-  define: Fn;
-  drop: Fn;
-  render: Fn;
+  run: Fn;
+  salvage: Fn;
 }
 
 /** Splits the isolate's "1<length>:<first><second>" | "0<fault JSON>" answers. */
@@ -76,17 +75,45 @@ function answer(s: string): { ok: true; first: string; second: string } | { ok: 
 }
 
 /**
- * One isolate. Calls may be queued on it while others run (isolated-vm runs them in order);
- * keys a queued render needs are pinned so no other caller's eviction drops them first.
+ * A render in a batch call; renders start only this long after the call did (see runtime.js
+ * run()), and the call's time limit is extended by as much, so that each gets its full limit.
+ */
+const START_WITHIN_MS = 25;
+
+/** A render waiting for its batch: its part of the batch JSON and what to do with its answer. */
+interface Job {
+  item: string;
+  resolve: (answer: string) => void;
+  reject: (err: unknown) => void;
+}
+
+/** What the isolate's salvage() returns after a call was stopped. */
+interface Salvage {
+  results: string[];
+  /** The batch's code was loaded: it stopped in a render, not before. */
+  ready: boolean;
+}
+
+/**
+ * One isolate. Renders are sent to it in batches, one call at a time: those that arrive while a
+ * call runs go together in the next one, so concurrent renders share the cost of handing a call
+ * to the isolate's thread and back (about as much as a render). Compiles are calls of their
+ * own. Keys a waiting render needs are pinned so no other caller's eviction drops them first.
  */
 export class Sandbox {
   readonly #isolate: ivm.Isolate;
   readonly #limits: SandboxLimits;
   readonly #fns: SandboxFns;
-  /** Keys loaded in this isolate → code length, least recently used first. */
+  /** Keys loaded in this isolate (or to be loaded by the next batch) → code length, least recently used first. */
   readonly #loaded = new Map<string, number>();
   readonly #pins = new Map<string, number>();
   #loadedChars = 0;
+  /** Code the next batch loads before it renders. */
+  #define: [string, string][] = [];
+  /** Keys the running batch loads: not loaded for sure until it did. */
+  #defining = new Set<string>();
+  #queue: Job[] = [];
+  #running = false;
 
   private constructor(isolate: ivm.Isolate, limits: SandboxLimits, fns: SandboxFns) {
     this.#isolate = isolate;
@@ -102,7 +129,7 @@ export class Sandbox {
       const inner = { maxOutputChars: limits.maxOutputChars, maxRange: limits.maxRange };
       const api: ivm.Reference = await context.eval(`(${RUNTIME})(nunjucks, ${JSON.stringify(inner)}, ${FILTERS})`, { timeout: 10_000, reference: true });
       const fn = async (name: string): Promise<Fn> => (await api.get(name, { reference: true })) as Fn;
-      const fns = { compile: await fn('compile'), define: await fn('define'), drop: await fn('drop'), render: await fn('render') };
+      const fns = { compile: await fn('compile'), run: await fn('run'), salvage: await fn('salvage') };
       api.release();
       return new Sandbox(isolate, limits, fns);
     } catch (err) {
@@ -119,31 +146,34 @@ export class Sandbox {
     if (!this.#isolate.isDisposed) this.#isolate.dispose();
   }
 
-  async #call(fn: Fn, args: (string | null)[]): Promise<string> {
-    try {
-      return await fn.apply(undefined, args, { timeout: this.#limits.timeoutMs });
-    } catch (err) {
-      if (this.#isolate.isDisposed) {
-        throw new SandboxStopped('memory', 'the template exceeded the memory limit of its sandbox');
-      }
-      if (err instanceof Error && /timed out/i.test(err.message)) {
-        throw new SandboxStopped('timeout', `rendering took longer than the limit of ${this.#limits.timeoutMs} ms`);
-      }
-      throw err;
-    }
+  /** Why a call failed: stopped for time or memory (SandboxStopped), or the error itself. */
+  #failure(err: unknown): unknown {
+    if (this.#isolate.isDisposed) return new SandboxStopped('memory', 'the template exceeded the memory limit of its sandbox');
+    if (err instanceof Error && /timed out/i.test(err.message)) return this.#timeout();
+    return err;
+  }
+
+  #timeout(): SandboxStopped {
+    return new SandboxStopped('timeout', `rendering took longer than the limit of ${this.#limits.timeoutMs} ms`);
   }
 
   /** Compiles (and keeps loaded) one template source under its cache key. */
   async compile(key: string, source: string): Promise<CompileResult> {
-    const r = answer(await this.#call(this.#fns.compile, [key, source]));
+    let s: string;
+    try {
+      s = (await this.#fns.compile.apply(undefined, [key, source], { timeout: this.#limits.timeoutMs })) as string;
+    } catch (err) {
+      throw this.#failure(err);
+    }
+    const r = answer(s);
     if (!r.ok) return r;
     this.#remember(key, r.first.length);
     return { ok: true, code: r.first, dependencies: JSON.parse(r.second) as Dependency[] };
   }
 
   /**
-   * Loads what is missing of `code`, renders, and lets the keys go. `names` maps every name a
-   * template may use (extends/include/import) to its key.
+   * Loads what is missing of `code` (with the batch), renders, and lets the keys go. `names`
+   * maps every name a template may use (extends/include/import) to its key.
    */
   async render(
     code: Map<string, string>,
@@ -155,20 +185,18 @@ export class Sandbox {
     for (const key of code.keys()) this.#pins.set(key, (this.#pins.get(key) ?? 0) + 1);
     try {
       for (const [key, c] of code) {
-        if (this.#loaded.has(key)) {
-          this.#remember(key, this.#loaded.get(key)!);
-          continue;
-        }
-        this.#remember(key, c.length);
-        try {
-          await this.#call(this.#fns.define, [key, c]);
-        } catch (err) {
-          this.#forget(key);
-          throw err;
-        }
+        const size = this.#loaded.get(key);
+        if (size === undefined || (this.#defining.has(key) && !this.#define.some(([k]) => k === key))) this.#define.push([key, c]);
+        this.#remember(key, size ?? c.length);
       }
-      await this.#evict();
-      const r = answer(await this.#call(this.#fns.render, [subjectKey, htmlKey, JSON.stringify(names), variablesJson]));
+      const item = `[${JSON.stringify(subjectKey)},${JSON.stringify(htmlKey)},${JSON.stringify(names)},${variablesJson}]`;
+      const s = await new Promise<string>((resolve, reject) => {
+        this.#queue.push({ item, resolve, reject });
+        // From a microtask: renders asked for in the same turn go together, and isolated-vm
+        // captures the calling stack of every call, which costs less the shallower it is.
+        if (this.#queue.length === 1) queueMicrotask(() => this.#pump());
+      });
+      const r = answer(s);
       return r.ok ? { ok: true, subject: r.first, html: r.second } : r;
     } finally {
       for (const key of code.keys()) {
@@ -179,17 +207,73 @@ export class Sandbox {
     }
   }
 
-  /** Drops the least recently used unpinned keys while over the budget. */
-  async #evict(): Promise<void> {
-    if (this.#loadedChars <= this.#limits.loadedCodeBudget) return;
+  /** Sends what waits as one call, unless a call is running (then when it is done). */
+  #pump(): void {
+    if (this.#running || this.#queue.length === 0) return;
+    const jobs = this.#queue;
+    const define = this.#define;
+    this.#queue = [];
+    this.#define = [];
+    this.#defining = new Set(define.map(([key]) => key));
+    this.#running = true;
+    this.#run(jobs, define, this.#evict())
+      .catch((err: unknown) => {
+        for (const job of jobs) job.reject(err);
+      })
+      .finally(() => {
+        this.#running = false;
+        this.#defining.clear();
+        this.#pump();
+      });
+  }
+
+  async #run(jobs: Job[], define: [string, string][], drop: string[]): Promise<void> {
+    const { timeoutMs } = this.#limits;
+    const startWithin = Math.min(START_WITHIN_MS, timeoutMs);
+    const batch = `{"drop":${JSON.stringify(drop)},"define":${JSON.stringify(define)},"items":[${jobs.map((j) => j.item).join(',')}]}`;
+    let results: string[];
+    try {
+      const timeout = jobs.length > 1 ? timeoutMs + startWithin : timeoutMs;
+      results = (await this.#fns.run.apply(undefined, [batch, startWithin], { timeout, result: { copy: true } })) as string[];
+    } catch (err) {
+      const failure = this.#failure(err);
+      const state = failure instanceof SandboxStopped && failure.reason === 'timeout' ? await this.#salvage() : null;
+      if (!state?.ready) {
+        // Nothing rendered, and the code may not be loaded (renders waiting meanwhile that need
+        // it load it again).
+        for (const [key] of define) if (!this.#define.some(([k]) => k === key)) this.#forget(key);
+        for (const job of jobs) job.reject(failure);
+        return;
+      }
+      // The render after the last one done was running when time ran out.
+      results = state.results;
+      jobs[results.length]?.reject(failure);
+      jobs.splice(results.length, 1);
+    }
+    results.forEach((r, i) => jobs[i].resolve(r));
+    // Not started (time to start them, or the output budget, ran out): first in the next call.
+    if (results.length < jobs.length) this.#queue.unshift(...jobs.slice(results.length));
+  }
+
+  async #salvage(): Promise<Salvage | null> {
+    try {
+      return (await this.#fns.salvage.apply(undefined, [], { timeout: this.#limits.timeoutMs, result: { copy: true } })) as Salvage | null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Forgets the least recently used unpinned keys while over the budget; returns them. */
+  #evict(): string[] {
     const evict: string[] = [];
+    if (this.#loadedChars <= this.#limits.loadedCodeBudget) return evict;
     for (const key of this.#loaded.keys()) {
       if (this.#loadedChars <= this.#limits.loadedCodeBudget) break;
       if (this.#pins.has(key)) continue;
       evict.push(key);
       this.#forget(key);
     }
-    if (evict.length) await this.#call(this.#fns.drop, [JSON.stringify(evict)]);
+    return evict;
   }
 
   #remember(key: string, size: number): void {
@@ -227,10 +311,11 @@ interface Claim {
 /**
  * A few isolates. Calls run on isolated-vm's threads, so the event loop keeps serving while a
  * template runs. A call goes to an idle isolate, else a new one (up to `size`), else is queued
- * on the least busy isolate that is not stuck (up to `pipeline` calls each; queuing hides the
- * cost of handing a call to another thread). A template spinning until its time limit therefore
- * holds up only the calls queued behind it in its first few milliseconds; one that blows the
- * memory limit fails those too, and they are run again, each alone on an isolate.
+ * on the least busy isolate that is not stuck (up to `pipeline` calls each; renders queued on an
+ * isolate go to it as one batch, sharing the cost of handing a call to another thread). A
+ * template spinning until its time limit therefore holds up only the calls queued behind it in
+ * its first few milliseconds; one that blows the memory limit fails those too, and they are run
+ * again, each alone on an isolate.
  */
 export class SandboxPool {
   readonly #limits: SandboxLimits;

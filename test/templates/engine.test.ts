@@ -69,6 +69,25 @@ describe('rendering', () => {
     assert.equal(out.html, '<ul><li>1. a $1.00</li><li>2. b $2.50</li></ul>regular');
   });
 
+  test('loop variables, nested and over objects, as in Nunjucks', async () => {
+    const html =
+      '{% for r in rows %}{% for c in r %}[{{ c }} {{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.revindex0 }}/{{ loop.first }}/{{ loop.last }}/{{ loop.length }}]{% endfor %}{{ loop.index }};{% endfor %}' +
+      '{% for k, v in obj %}{{ loop.index }}{{ k }}={{ v }}{% if not loop.last %},{% endif %}{% endfor %}';
+    const out = await renderBody(acme, html, { rows: [['a', 'b'], ['c']], obj: { x: 1, y: 2 } });
+    assert.equal(out.html, '[a 1/0/2/1/true/false/2][b 2/1/1/0/false/true/2]1;[c 1/0/1/0/true/true/1]2;1x=1,2y=2');
+  });
+
+  test('every character Nunjucks escapes is escaped, in variables and by the escape filter', async () => {
+    const s = `&"'<>\\ plain é`;
+    const out = await renderBody(acme, '{{ s }}|{{ s | escape }}|{{ "a<b" }}|{{ plain }}', { s, plain: 'nothing to escape' });
+    assert.equal(out.html, '&amp;&quot;&#39;&lt;&gt;&#92; plain é|&amp;&quot;&#39;&lt;&gt;&#92; plain é|a&lt;b|nothing to escape');
+  });
+
+  test('members: by name, by index, by a computed key; methods keep their object', async () => {
+    const out = await renderBody(acme, '{{ user.name }}|{{ items[1] }}|{{ user[field] }}|{{ "abc".toUpperCase() }}|{{ user.missing.deeper }}', { user: { name: 'Ann', age: 3 }, items: ['x', 'y'], field: 'age' });
+    assert.equal(out.html, 'Ann|y|3|ABC|');
+  });
+
   test('a template extends the built-in transactional layout and fills its blocks', async () => {
     const t = await save(
       acme,
@@ -194,6 +213,15 @@ describe('filters', () => {
   test('number and currency follow the locale', async () => {
     const out = await renderBody(acme, '{{ 1234.5 | number }}|{{ 1234.5 | number(2) }}|{{ 1234.5 | number(1, "de-DE") }}|{{ 1234.5 | currency("EUR", "de-DE") }}|{{ "19.9" | currency }}|{{ 5 | currency("JPY", "ja-JP") }}', {});
     assert.equal(out.html, '1,234.5|1,234.50|1.234,5|1.234,50\u00a0€|$19.90|￥5');
+  });
+
+  test('a filter called with different arguments in turn formats each call with its own', async () => {
+    const out = await renderBody(
+      acme,
+      '{% for c in ["EUR", "USD", "EUR"] %}{{ 1 | currency(c, loc) }}|{% endfor %}{{ 2 | currency("EUR", "de-DE", 0) }}|{{ 3 | number(1) }}|{{ 3 | number(1, "de-DE") }}|{{ 3 | number }}',
+      { loc: 'de-DE' },
+    );
+    assert.equal(out.html, '1,00\u00a0€|1,00\u00a0$|1,00\u00a0€|2\u00a0€|3.0|3,0|3');
   });
 
   test('a missing value renders empty through every filter', async () => {

@@ -11,8 +11,9 @@ import { createTemplate } from '../../src/services/templates.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { SmtpError } from '../../src/smtp/smtp-error.ts';
 import { createTemplateEngine, type TemplateEngine } from '../../src/templates/renderer.ts';
-import { Sandbox } from '../../src/templates/sandbox.ts';
-import { testContext, type TestContext } from '../helpers/context.ts';
+import { Sandbox, SandboxStopped, type RenderResult } from '../../src/templates/sandbox.ts';
+import { closeTemplateEngine, templateEngine } from '../../src/templates/index.ts';
+import { testConfig, testContext, type TestContext } from '../helpers/context.ts';
 
 const CANARY = `canary-${process.pid}-${Date.now()}`;
 const secretDir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-canary-'));
@@ -165,6 +166,21 @@ describe('resource attacks', () => {
     assert.deepEqual(again.map((o) => o.html), ['1', '2', '3']);
   });
 
+  test("TXRELAY_TEMPLATE_TIMEOUT_MS is the relay engine's time limit", async () => {
+    const short = { ...ctx, config: testConfig({ TXRELAY_TEMPLATE_TIMEOUT_MS: '150' }) };
+    try {
+      const t0 = Date.now();
+      await assert.rejects(templateEngine(short).render(acme, { subject: '', html: NESTED_LOOP }, {}), (err: unknown) => {
+        assert.ok(err instanceof SmtpError);
+        assert.equal(err.text, 'message body: rendering took longer than the limit of 150 ms');
+        return true;
+      });
+      assert.ok(Date.now() - t0 < 900, 'stopped well before the default 1000 ms');
+    } finally {
+      await closeTemplateEngine(short);
+    }
+  });
+
   test('as many endless loops as isolates only delay others, up to the time limit', async () => {
     const loops = [attempt(NESTED_LOOP), attempt(NESTED_LOOP)];
     await new Promise((r) => setTimeout(r, 50));
@@ -173,6 +189,19 @@ describe('resource attacks', () => {
     assert.equal(out.html, '2');
     assert.ok(Date.now() - t0 < 2500, 'served once an isolate was free');
     for (const r of await Promise.all(loops)) assert.match(r.text, /took longer than the limit/);
+  });
+
+  test("one tenant's endless loops leave an isolate to the other tenants", async () => {
+    // Two isolates: a tenant renders on one at a time, its second loop waits for the first.
+    const t0 = Date.now();
+    const loops = [attempt(NESTED_LOOP), attempt(NESTED_LOOP)];
+    await new Promise((r) => setTimeout(r, 50));
+    const t1 = Date.now();
+    const out = await engine.render(globex, { subject: '', html: '{{ 2 + 2 }}' }, {});
+    assert.equal(out.html, '4');
+    assert.ok(Date.now() - t1 < 500, `served at once (${Date.now() - t1} ms)`);
+    for (const r of await Promise.all(loops)) assert.match(r.text, /took longer than the limit/);
+    assert.ok(Date.now() - t0 >= 1900, 'the loops ran one after the other');
   });
 
   test('a huge output is refused', async () => {
@@ -200,6 +229,42 @@ describe('resource attacks', () => {
     const r = await attempt('{% macro down(n) %}{{ down(n + 1) }}{% endmacro %}\n{{ down(0) }}');
     assert.equal(r.ok, false);
     assert.match(r.text, /^message body line \d+: too much recursion/);
+  });
+
+  describe('renders sent to an isolate together', () => {
+    /** Compiled-template code whose root runs `body` (JavaScript standing in for a template). */
+    const code = (body: string) => `return { root: function (env, context, frame, runtime, cb) { ${body} } };`;
+    const busy = (ms: number, out: string) => `var end = Date.now() + ${ms}; while (Date.now() < end) {} cb(null, '${out}');`;
+    const withSandbox = async (timeoutMs: number, fn: (render: (key: string, body: string) => Promise<RenderResult>) => Promise<void>) => {
+      const sandbox = await Sandbox.create({ timeoutMs, memoryLimitMb: 32, maxOutputChars: 1e6, maxRange: 100, loadedCodeBudget: 1e6 });
+      try {
+        await fn((key, body) => sandbox.render(new Map([[key, code(body)]]), null, key, {}, '{}'));
+      } finally {
+        sandbox.dispose();
+      }
+    };
+
+    test('an endless loop among them is stopped after its whole limit; those before keep their results, those after are run again', async () => {
+      await withSandbox(200, async (render) => {
+        const t0 = Date.now();
+        // Asked for in the same turn: one call.
+        const [a, loop, b] = await Promise.allSettled([render('a', "cb(null, 'a');"), render('loop', 'for (;;) {}'), render('b', "cb(null, 'b');")]);
+        assert.deepEqual(a, { status: 'fulfilled', value: { ok: true, subject: '', html: 'a' } });
+        assert.equal(loop.status, 'rejected');
+        assert.ok(loop.reason instanceof SandboxStopped && loop.reason.reason === 'timeout', String(loop.reason));
+        assert.ok(Date.now() - t0 >= 200, 'the loop had its whole limit');
+        assert.deepEqual(b, { status: 'fulfilled', value: { ok: true, subject: '', html: 'b' } });
+        assert.deepEqual(await render('c', "cb(null, 'c');"), { ok: true, subject: '', html: 'c' });
+      });
+    });
+
+    test('each gets its whole time limit, however long those before it took', async () => {
+      await withSandbox(300, async (render) => {
+        // In one call, the second would have only 200 of its 300 ms: it is started in the next.
+        const outs = await Promise.all([render('slow', busy(100, 'slow')), render('slower', busy(200, 'slower'))]);
+        assert.deepEqual(outs.map((o) => o.ok && o.html), ['slow', 'slower']);
+      });
+    });
   });
 
   test('a template that exhausts its memory limit loses its isolate; the next render gets a fresh one', async () => {

@@ -122,19 +122,49 @@
     return n;
   }
 
+  // A column of amounts calls a filter with the same arguments over and over: the formatter used
+  // last is kept at hand (looking it up by key means building the key string every time). Only
+  // for primitive arguments, which cannot answer differently the next time they are used.
+  const primitive = (v) => v === null || (typeof v !== 'object' && typeof v !== 'function');
+  const lastUsed = () => ({ a: undefined, b: undefined, c: undefined, f: null });
+  function reuse(last, a, b, c) {
+    return last.f !== null && a === last.a && b === last.b && c === last.c ? last.f : null;
+  }
+  function keep(last, a, b, c, f) {
+    if (primitive(a) && primitive(b) && primitive(c)) {
+      last.a = a;
+      last.b = b;
+      last.c = c;
+      last.f = f;
+    }
+    return f;
+  }
+
+  const lastNumber = lastUsed();
   function number(value, decimals, locale) {
     if (missing(value)) return '';
     const n = toNumber('number', value);
+    const f = reuse(lastNumber, decimals, locale) ?? keep(lastNumber, decimals, locale, undefined, numberFormatter(decimals, locale));
+    return f.format(n);
+  }
+
+  function numberFormatter(decimals, locale) {
     const loc = text(locale, DEFAULT_LOCALE);
     return formatter('number', `#|${loc}|${decimals}`, () => {
       const d = digits(decimals);
       return new Intl.NumberFormat(loc, d === undefined ? { maximumFractionDigits: 20 } : { minimumFractionDigits: d, maximumFractionDigits: d });
-    }).format(n);
+    });
   }
 
+  const lastCurrency = lastUsed();
   function currency(value, code, locale, decimals) {
     if (missing(value)) return '';
     const n = toNumber('currency', value);
+    const f = reuse(lastCurrency, code, locale, decimals) ?? keep(lastCurrency, code, locale, decimals, currencyFormatter(code, locale, decimals));
+    return f.format(n);
+  }
+
+  function currencyFormatter(code, locale, decimals) {
     const c = text(code, 'USD');
     const loc = text(locale, DEFAULT_LOCALE);
     return formatter('currency', `$|${loc}|${c}|${decimals}`, () => {
@@ -142,7 +172,7 @@
       if (!/^[A-Z]{3}$/.test(upper)) throw new Error(`${JSON.stringify(c)} is not a currency code (ISO 4217, e.g. "EUR")`);
       const d = digits(decimals);
       return new Intl.NumberFormat(loc, { style: 'currency', currency: upper, ...(d === undefined ? {} : { minimumFractionDigits: d, maximumFractionDigits: d }) });
-    }).format(n);
+    });
   }
 
   return { date, number, currency };

@@ -1,6 +1,6 @@
 // Runs INSIDE the V8 isolate (isolated-vm), never in Node: no require, no process, no I/O.
 // Evaluated once per isolate after Nunjucks' browser build, as an expression called with the
-// `nunjucks` object, the limits, and the filter factory (filters.js). It returns the four entry
+// `nunjucks` object, the limits, and the filter factory (filters.js). It returns the three entry
 // points the host calls; nothing of ours stays reachable from the global object.
 //
 // The isolate is the sandbox. What follows is defence in depth, so that a template that finds a
@@ -33,6 +33,19 @@
   runtime.memberLookup = function memberLookup(obj, val) {
     const key = typeof val === 'number' ? val : String(val);
     if (typeof key === 'string' && DENIED.has(key)) throw denied(key);
+    if (obj === undefined || obj === null) return undefined;
+    const member = obj[key];
+    if (typeof member === 'function') {
+      return function boundMember(...args) {
+        return member.apply(obj, args);
+      };
+    }
+    return member;
+  };
+
+  // `obj.name` and `obj[0]` with the key written in the template: checked once, when compiling
+  // (compileLookupVal below), so the render does not check it again for every lookup.
+  runtime.checkedMemberLookup = function checkedMemberLookup(obj, key) {
     if (obj === undefined || obj === null) return undefined;
     const member = obj[key];
     if (typeof member === 'function') {
@@ -85,16 +98,57 @@
 
   // Nunjucks updates the line it reports only at function calls; filters and member lookups
   // (where bad input and denied names are found) record theirs too.
-  for (const method of ['compileFilter', 'compileLookupVal']) {
-    const original = Compiler.prototype[method];
-    Compiler.prototype[method] = function withLine(node, frame) {
-      this._emit(`(lineno = ${Number(node.lineno)}, colno = ${Number(node.colno)}, `);
-      original.call(this, node, frame);
-      this._emit(')');
-    };
-  }
+  const compileFilter = Compiler.prototype.compileFilter;
+  Compiler.prototype.compileFilter = function withLine(node, frame) {
+    this._emit(`(lineno = ${Number(node.lineno)}, colno = ${Number(node.colno)}, `);
+    compileFilter.call(this, node, frame);
+    this._emit(')');
+  };
+  // A key written in the template (`order.items`, `items[0]`) that is not denied needs no check
+  // at render time; any other key (computed, or denied, which then fails with its line) goes
+  // through memberLookup's.
+  Compiler.prototype.compileLookupVal = function compileLookupVal(node, frame) {
+    const key = node.val;
+    const checked = key instanceof Literal && (typeof key.value === 'number' || (typeof key.value === 'string' && !DENIED.has(key.value)));
+    this._emit(`(lineno = ${Number(node.lineno)}, colno = ${Number(node.colno)}, runtime.${checked ? 'checkedMemberLookup' : 'memberLookup'}((`);
+    this._compileExpression(node.target, frame);
+    this._emit('),');
+    this._compileExpression(key, frame);
+    this._emit('))');
+  };
 
-  // Frame.set splits every name on dots, eight times per loop iteration ("loop.index", …);
+  // Autoescape, as Nunjucks' lib.escape (the same characters and entities), without its regular
+  // expression with a callback per character: most values need nothing, the rest a few.
+  const NEEDS_ESCAPE = /[&"'<>\\]/;
+  lib.escape = function escape(val) {
+    if (!NEEDS_ESCAPE.test(val)) return val;
+    let out = '';
+    let from = 0;
+    for (let i = 0; i < val.length; i++) {
+      let entity;
+      switch (val.charCodeAt(i)) {
+        case 38: entity = '&amp;'; break;
+        case 34: entity = '&quot;'; break;
+        case 39: entity = '&#39;'; break;
+        case 60: entity = '&lt;'; break;
+        case 62: entity = '&gt;'; break;
+        case 92: entity = '&#92;'; break;
+        default: continue;
+      }
+      out += val.slice(from, i) + entity;
+      from = i + 1;
+    }
+    return out + val.slice(from);
+  };
+
+  // The loop variable as one object per iteration instead of seven Frame.set calls into it.
+  Compiler.prototype._emitLoopBindings = function loopBindings(node, arr, i, len) {
+    this._emitLine(
+      `frame.set("loop", { index: ${i} + 1, index0: ${i}, revindex: ${len} - ${i}, revindex0: ${len} - ${i} - 1, first: ${i} === 0, last: ${i} === ${len} - 1, length: ${len} });`,
+    );
+  };
+
+  // Frame.set splits every name on dots, at least twice per loop iteration ("item", "loop");
   // the same few names come back, so remember their parts. Otherwise as in Nunjucks.
   const Frame = runtime.Frame;
   const nameParts = new Map();
@@ -237,7 +291,7 @@
     return JSON.stringify({ key, line, column, message });
   }
 
-  // Results cross to Node as one string (a primitive needs no structured clone):
+  // Results cross to Node as strings (a primitive needs no structured clone):
   //   "1" + code.length + ":" + code + dependencies JSON    compiled
   //   "1" + subject.length + ":" + subject + html            rendered
   //   "0" + fault JSON                                       failed
@@ -257,15 +311,6 @@
     }
   }
 
-  /** Loads code compiled earlier (here or in another isolate of the pool). */
-  function define(key, code) {
-    templates.set(key, { props: makeFunction(code)() });
-  }
-
-  function drop(keysJson) {
-    for (const key of JSON.parse(keysJson)) templates.delete(key);
-  }
-
   function renderOne(env, key, context) {
     currentEnv = env;
     const tmpl = templateFor(key, env);
@@ -274,13 +319,12 @@
   }
 
   /** Renders the subject and HTML templates; a null key leaves that part to the host. */
-  function render(subjectKey, htmlKey, namesJson, variablesJson) {
+  function render(subjectKey, htmlKey, templateNames, variables) {
     let key = htmlKey === null ? subjectKey : htmlKey;
     try {
       nesting = 0;
       loads = 0;
-      names = JSON.parse(namesJson);
-      const variables = JSON.parse(variablesJson);
+      names = templateNames;
       let subject = '';
       let html = '';
       if (subjectKey !== null) {
@@ -300,6 +344,47 @@
     } finally {
       names = Object.create(null);
     }
+  }
+
+  // Renders go to the isolate in batches: one call (one hand-over to the isolate's thread and
+  // back, which costs about as much as a render) for all the renders waiting for this isolate.
+  // The host gives the call its time limit plus `startWithinMs`, and a render is only started
+  // within `startWithinMs` of the call's start, so every render gets at least its full limit.
+  // When the call is stopped, salvage() tells the host which renders finished (their results)
+  // and so which one was running out of time; the rest are sent again.
+  const now = Date.now;
+  let interrupted = null;
+
+  /**
+   * batchJson: { drop: [key], define: [[key, code]], items: [[subjectKey, htmlKey, names, variables]] }.
+   * Returns one result per render done, in order; fewer than asked when the time to start more
+   * or the output budget ran out.
+   */
+  function run(batchJson, startWithinMs) {
+    const started = now();
+    const state = { results: [], ready: false };
+    interrupted = state;
+    const batch = JSON.parse(batchJson);
+    for (const key of batch.drop) templates.delete(key);
+    // Code compiled earlier, here or in another isolate of the pool.
+    for (const [key, code] of batch.define) templates.set(key, { props: makeFunction(code)() });
+    state.ready = true;
+    let chars = 0;
+    for (const item of batch.items) {
+      if (state.results.length > 0 && (chars > limits.maxOutputChars || now() - started > startWithinMs)) break;
+      const result = render(item[0], item[1], item[2], item[3]);
+      chars += result.length;
+      state.results.push(result);
+    }
+    interrupted = null;
+    return state.results;
+  }
+
+  /** After a call was stopped: what its batch got done (null if none was running). */
+  function salvage() {
+    const state = interrupted;
+    interrupted = null;
+    return state;
   }
 
   // Nothing below can be reached by a template that keeps to Nunjucks; this is for one that
@@ -324,5 +409,5 @@
   Object.freeze(htmlEnv.filters);
   Object.freeze(textEnv.filters);
 
-  return { compile, define, drop, render };
+  return { compile, run, salvage };
 });
