@@ -6,6 +6,7 @@ import type { JobResult } from 'pg-boss';
 import type { Context } from '../context.ts';
 import { findOrphans, lockMessage, updateMessage } from '../db/messages.repository.ts';
 import { listAllRoutes } from '../db/routes.repository.ts';
+import { every } from '../every.ts';
 import { DELIVERY_QUEUE_OPTIONS, enqueueDelivery, ensureQueue, queueName } from '../queue.ts';
 import { processJob, type DeliveryDeps, type DeliveryJob } from './deliver.ts';
 import { RouteLimiter } from './limits.ts';
@@ -51,32 +52,6 @@ const FETCH_BATCH = 4;
 interface Consumer {
   workId: string;
   concurrency: number;
-}
-
-/** Runs fn every intervalMs, never two at once; stop() waits for a run in progress. */
-function every(intervalMs: number, fn: () => Promise<void>, onError: (err: unknown) => void) {
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> | undefined;
-  let stopped = false;
-  const tick = async () => {
-    running = fn().catch(onError);
-    await running;
-    running = undefined;
-    if (!stopped) schedule();
-  };
-  const schedule = () => {
-    timer = setTimeout(() => void tick(), intervalMs);
-    // A forgotten stop() must not keep the process alive.
-    timer.unref();
-  };
-  schedule();
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await running;
-    },
-  };
 }
 
 export async function startDelivery(ctx: Context, options: DeliveryOptions = {}): Promise<DeliveryWorker> {

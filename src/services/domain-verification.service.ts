@@ -6,6 +6,7 @@ import dns from 'node:dns';
 import type { Db, Executor } from '../db/database.ts';
 import { claimDomainsToCheck, recordDomainCheck, releaseDomainClaim } from '../db/domains.repository.ts';
 import type { DnsChecks, DnsRecordStatus, Domain } from '../db/schema.ts';
+import { every, type Periodic } from '../every.ts';
 import type { Logger } from '../log.ts';
 import { dnsRecords, getDomain, markVerified, type DnsRecord } from './domains.service.ts';
 import { ApiError } from './errors.ts';
@@ -212,10 +213,7 @@ export async function recheckDomains(db: Db, resolveTxt: TxtResolver, options: R
   return result;
 }
 
-export interface DomainRechecks {
-  /** Stops the timer and waits for a pass in progress (its current batch) to finish. */
-  stop(): Promise<void>;
-}
+export type DomainRechecks = Periodic;
 
 export interface DomainRecheckSchedule {
   /** Time between passes. Default 1 h: a domain is re-checked 24 to 25 h after its last check. */
@@ -238,38 +236,14 @@ export function startDomainRechecks(
 ): DomainRechecks {
   const intervalMs = schedule.intervalMs ?? 3600_000;
   const batch = schedule.batch ?? 100;
-  let stopped = false;
-  let running: Promise<void> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-
-  const pass = async (): Promise<void> => {
+  const pass = async (stopping: AbortSignal): Promise<void> => {
     const total: RecheckResult = { claimed: 0, ok: 0, flagged: 0, cleared: 0, unavailable: 0 };
     for (;;) {
       const r = await recheckDomains(deps.db, resolveTxt, { limit: batch, spfInclude: deps.spfInclude, log: deps.log });
       for (const k of Object.keys(total) as (keyof RecheckResult)[]) total[k] += r[k];
-      if (stopped || r.claimed < batch) break;
+      if (stopping.aborted || r.claimed < batch) break;
     }
     if (total.claimed) deps.log.info({ domains: total }, 'domain DNS re-check pass done');
   };
-  const arm = (ms: number) => {
-    timer = setTimeout(() => {
-      running = pass()
-        .catch((err: unknown) => deps.log.error({ err }, 'domain DNS re-check pass failed'))
-        .finally(() => {
-          running = undefined;
-          if (!stopped) arm(intervalMs);
-        });
-    }, ms);
-    // The loop must not keep a process alive that is otherwise done.
-    timer.unref();
-  };
-  arm(schedule.firstPassMs ?? 60_000);
-
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await running;
-    },
-  };
+  return every(intervalMs, pass, (err) => deps.log.error({ err }, 'domain DNS re-check pass failed'), { firstDelayMs: schedule.firstPassMs ?? 60_000 });
 }

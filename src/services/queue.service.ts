@@ -56,34 +56,12 @@ export async function resumeRoute(deps: QueueDeps, tenantId: string, ref: string
   return await setPaused(deps, tenantId, ref, false);
 }
 
-export interface QueueView {
-  tenant: string;
-  route: string;
-  route_id: string;
-  paused: boolean;
-  enabled: boolean;
-  queued: number;
-  deferred: number;
-  /** When the oldest message still waiting (queued or deferred) was accepted. */
-  oldest_queued_at: Date | null;
-  oldest_age_seconds: number | null;
-  /** The earliest retry due among the deferred messages. */
-  next_attempt_at: Date | null;
-}
+/** A route's queue: the depth row, with the tenant and route by name. */
+export type QueueView = { tenant: string; route: string } & Omit<messages.QueueDepthRow, 'tenant_id' | 'tenant_name' | 'route_name'>;
 
 function queueView(r: messages.QueueDepthRow): QueueView {
-  return {
-    tenant: r.tenant_name,
-    route: r.route_name,
-    route_id: r.route_id,
-    paused: r.paused,
-    enabled: r.enabled,
-    queued: r.queued,
-    deferred: r.deferred,
-    oldest_queued_at: r.oldest_queued_at,
-    oldest_age_seconds: r.oldest_age_seconds,
-    next_attempt_at: r.next_attempt_at,
-  };
+  const { tenant_id: _id, tenant_name, route_name, ...depth } = r;
+  return { tenant: tenant_name, route: route_name, ...depth };
 }
 
 /** What waits on one route of a tenant. */

@@ -23,14 +23,7 @@ export const StatsQuery = z.object({
 });
 export const TenantStatsQuery = StatsQuery.omit({ tenant: true });
 
-export interface StatsCounts {
-  accepted: number;
-  sent: number;
-  deferred: number;
-  failed: number;
-  unique_opens: number;
-  unique_clicks: number;
-}
+export type StatsCounts = Omit<stats.StatsRow, 'tag' | 'bucket'>;
 
 export interface StatsReport {
   /** The period actually covered: whole buckets, `to` exclusive, ISO 8601 in UTC. */

@@ -2,20 +2,16 @@
 // --json prints the API's shapes, errors are one line on stderr with exit 1 (2 for usage),
 // API keys show only at creation and route credentials never.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import { uuidv7 } from '../../src/crypto.ts';
 import { insertAcceptedMessage } from '../../src/db/messages.repository.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
-import { TEST_SECRET } from '../helpers/context.ts';
+import { runCli, type CliResult } from '../helpers/cli.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
 
-const run = promisify(execFile);
-const CLI = path.resolve(import.meta.dirname, '../../src/cli.ts');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-cli-'));
 
 let tdb: TestDatabase;
@@ -28,38 +24,16 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-  json: any;
-}
 
-async function cli(...args: string[]): Promise<Result> {
-  let r: { code: number; stdout: string; stderr: string };
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
-      cwd: dir,
-      env: { ...process.env, DATABASE_URL: tdb.url, TXRELAY_SECRET: TEST_SECRET, TXRELAY_DATA_DIR: dir, LOG_LEVEL: 'silent' },
-      encoding: 'utf8',
-    });
-    r = { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    r = { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-  let json: unknown;
-  if (args.includes('--json') && r.code === 0) json = JSON.parse(r.stdout);
-  return { ...r, json };
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli({ databaseUrl: tdb.url, dataDir: dir }, args);
 
-function ok(r: Result): void {
+function ok(r: CliResult): void {
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stderr, '');
 }
 
 /** A user error: exit `code`, `error: …` as the first stderr line, no stack trace. */
-function failed(r: Result, code: 1 | 2, message: RegExp): void {
+function failed(r: CliResult, code: 1 | 2, message: RegExp): void {
   assert.equal(r.code, code, `exit ${r.code}; stdout: ${r.stdout}; stderr: ${r.stderr}`);
   assert.match(r.stderr.split('\n')[0], /^error: /);
   assert.match(r.stderr, message);
@@ -243,7 +217,7 @@ describe('domain', () => {
 describe('route', () => {
   const PASS = 'hunter2-upstream-pass';
   const SERVER_KEY = 'postal-server-key-s3cr3t';
-  const notLeaked = (r: Result) => {
+  const notLeaked = (r: CliResult) => {
     assert.ok(!r.stdout.includes(PASS) && !r.stderr.includes(PASS), 'the SMTP password was printed');
     assert.ok(!r.stdout.includes(SERVER_KEY) && !r.stderr.includes(SERVER_KEY), 'the Postal server key was printed');
   };

@@ -2,12 +2,10 @@
 // `txrelay classify`, run as child processes against a test database. No worker runs, so
 // messages stay where the commands put them; the CLI enqueues through a PgBoss it never starts.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import type { PgBoss } from 'pg-boss';
 import { SecretBox, uuidv7 } from '../../src/crypto.ts';
@@ -19,10 +17,9 @@ import { createBoss } from '../../src/queue.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { TEST_SECRET, testConfig } from '../helpers/context.ts';
+import { runCli, type CliResult } from '../helpers/cli.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
 
-const run = promisify(execFile);
-const CLI = path.resolve(import.meta.dirname, '../../src/cli.ts');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-cli-queue-'));
 
 let tdb: TestDatabase;
@@ -30,35 +27,15 @@ let boss: PgBoss;
 let ctx: Context;
 const ids: string[] = [];
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-  json: any;
-}
 
-async function cli(...args: string[]): Promise<Result> {
-  let r: { code: number; stdout: string; stderr: string };
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
-      cwd: dir,
-      env: { ...process.env, DATABASE_URL: tdb.url, TXRELAY_SECRET: TEST_SECRET, TXRELAY_DATA_DIR: dir, LOG_LEVEL: 'silent' },
-      encoding: 'utf8',
-    });
-    r = { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    r = { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-  return { ...r, json: args.includes('--json') && r.code === 0 ? JSON.parse(r.stdout) : undefined };
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli({ databaseUrl: tdb.url, dataDir: dir }, args);
 
-function ok(r: Result): void {
+function ok(r: CliResult): void {
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stderr, '');
 }
 
-function failed(r: Result, code: 1 | 2, message: RegExp): void {
+function failed(r: CliResult, code: 1 | 2, message: RegExp): void {
   assert.equal(r.code, code, `exit ${r.code}; stdout: ${r.stdout}; stderr: ${r.stderr}`);
   assert.match(r.stderr.split('\n')[0], /^error: /);
   assert.match(r.stderr, message);

@@ -1,16 +1,13 @@
 // `txrelay template …`: the CLI calls the same service (compile check included) as the API.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { createTenant } from '../../src/services/tenants.service.ts';
+import { runCli, type CliResult } from '../helpers/cli.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
 
-const run = promisify(execFile);
-const CLI = path.resolve(import.meta.dirname, '../../src/cli.ts');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-tpl-cli-'));
 
 let tdb: TestDatabase;
@@ -24,18 +21,7 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
-      cwd: dir,
-      env: { ...process.env, DATABASE_URL: tdb.url, TXRELAY_DATA_DIR: dir, LOG_LEVEL: 'silent' },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli({ databaseUrl: tdb.url, dataDir: dir }, args);
 
 test('create, render, replace, list, delete; a compile error is refused with its line', async () => {
   const file = path.join(dir, 'welcome.njk');
