@@ -13,6 +13,14 @@ export interface EventInput {
   detail?: Record<string, unknown>;
 }
 
+/** What an event needs of its message; `route_name` is the route it concerns ('' or absent: none). */
+export interface EventRef {
+  id: string;
+  tenant_id: string;
+  tag: string;
+  route_name?: string;
+}
+
 /** The accepted message, its recipients, attachments and `accepted` event, on one executor. */
 export async function insertAcceptedMessage(
   db: Executor,
@@ -32,23 +40,20 @@ export async function insertAcceptedMessage(
       .values(attachments.map((a) => ({ message_id: message.id, ...a })))
       .execute();
   }
-  await insertEvent(db, { id: message.id, tenant_id: message.tenant_id, tag: message.tag ?? 'untagged' }, {
+  await insertEvent(db, { id: message.id, tenant_id: message.tenant_id, tag: message.tag ?? 'untagged', route_name: message.route_name }, {
     type: 'accepted',
     detail: { recipients: recipients.length, route: message.route_name },
   });
 }
 
-export async function insertEvent(
-  db: Executor,
-  message: { id: string; tenant_id: string; tag: string },
-  event: EventInput,
-): Promise<void> {
+export async function insertEvent(db: Executor, message: EventRef, event: EventInput): Promise<void> {
   await db
     .insertInto('events')
     .values({
       message_id: message.id,
       tenant_id: message.tenant_id,
       tag: message.tag,
+      route: message.route_name ?? '',
       type: event.type,
       detail: JSON.stringify(event.detail ?? {}),
     })

@@ -155,15 +155,18 @@ export interface EventsTable {
   tag: string;
   at: CreatedAt;
   detail: Json<Record<string, unknown>>;
+  /** The route the event concerns (the attempting route for delivery outcomes); '' for none. */
+  route: ColumnType<string, string | undefined, string>;
   /** Set by the stats roll-up once the event is counted in stats_hourly. */
   rolled_up: ColumnType<boolean, boolean | undefined, boolean>;
 }
 
-/** Event counts per tenant, tag and UTC hour, folded in from events by the roll-up. */
+/** Event counts per tenant, tag, route and UTC hour, folded in from events by the roll-up. */
 export interface StatsHourlyTable {
   tenant_id: string;
   hour: Date;
   tag: string;
+  route: ColumnType<string, string | undefined, string>;
   accepted: ColumnType<number, number | undefined, number>;
   sent: ColumnType<number, number | undefined, number>;
   deferred: ColumnType<number, number | undefined, number>;

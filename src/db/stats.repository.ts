@@ -37,10 +37,10 @@ export async function rollUp(db: Executor, batchSize: number): Promise<number> {
       SELECT id FROM events WHERE NOT rolled_up ORDER BY id LIMIT ${batchSize} FOR UPDATE SKIP LOCKED
     ), marked AS (
       UPDATE events e SET rolled_up = true FROM claimed WHERE e.id = claimed.id
-      RETURNING e.tenant_id, e.tag, e.type, e.at, e.detail
+      RETURNING e.tenant_id, e.tag, e.route, e.type, e.at, e.detail
     ), counted AS (
-      INSERT INTO stats_hourly AS s (tenant_id, hour, tag, accepted, sent, deferred, failed, opened, clicked, unique_opened, unique_clicked)
-      SELECT tenant_id, date_trunc('hour', at, 'UTC'), tag,
+      INSERT INTO stats_hourly AS s (tenant_id, hour, tag, route, accepted, sent, deferred, failed, opened, clicked, unique_opened, unique_clicked)
+      SELECT tenant_id, date_trunc('hour', at, 'UTC'), tag, route,
              count(*) FILTER (WHERE type = 'accepted'),
              count(*) FILTER (WHERE type = 'sent'),
              count(*) FILTER (WHERE type = 'deferred'),
@@ -51,9 +51,9 @@ export async function rollUp(db: Executor, batchSize: number): Promise<number> {
              count(*) FILTER (WHERE type = 'clicked' AND ${FIRST})
         FROM marked
        WHERE type IN (${sql.join(COUNTED_TYPES)})
-       GROUP BY 1, 2, 3
-       ORDER BY 1, 2, 3
-      ON CONFLICT (tenant_id, hour, tag) DO UPDATE SET
+       GROUP BY 1, 2, 3, 4
+       ORDER BY 1, 2, 3, 4
+      ON CONFLICT (tenant_id, hour, tag, route) DO UPDATE SET
         accepted = s.accepted + excluded.accepted,
         sent = s.sent + excluded.sent,
         deferred = s.deferred + excluded.deferred,
@@ -78,6 +78,10 @@ export interface StatsFilter {
   /** Exclusive: hours starting at or after it are left out. */
   to: Date;
   interval: StatsInterval;
+  /** Only this tag. */
+  tag?: string;
+  /** Only events of this route (by name; '' for test-key messages, which have none). */
+  route?: string;
 }
 
 export interface StatsRow {
@@ -101,19 +105,23 @@ export interface StatsRow {
  */
 export async function queryStats(db: Executor, f: StatsFilter): Promise<StatsRow[]> {
   const tenant = f.tenantId !== undefined ? sql`AND tenant_id = ${f.tenantId}` : sql``;
+  const narrow = sql.join(
+    [f.tag !== undefined ? sql`AND tag = ${f.tag}` : sql``, f.route !== undefined ? sql`AND route = ${f.route}` : sql``],
+    sql` `,
+  );
   const eventHour = sql`date_trunc('hour', at, 'UTC')`;
   const r = await sql<StatsRow>`
     WITH counts AS (
       SELECT tag, hour, accepted, sent, deferred, failed, unique_opened, unique_clicked
         FROM stats_hourly
-       WHERE hour >= ${f.from} AND hour < ${f.to} ${tenant}
+       WHERE hour >= ${f.from} AND hour < ${f.to} ${tenant} ${narrow}
       UNION ALL
       SELECT tag, ${eventHour},
              (type = 'accepted')::int, (type = 'sent')::int, (type = 'deferred')::int, (type = 'failed')::int,
              (type = 'opened' AND ${FIRST})::int, (type = 'clicked' AND ${FIRST})::int
         FROM events
        WHERE NOT rolled_up AND type IN (${sql.join(COUNTED_TYPES)})
-         AND ${eventHour} >= ${f.from} AND ${eventHour} < ${f.to} ${tenant}
+         AND ${eventHour} >= ${f.from} AND ${eventHour} < ${f.to} ${tenant} ${narrow}
     )
     SELECT tag, date_trunc(${f.interval}, hour, 'UTC') AS bucket,
            sum(accepted)::bigint AS accepted, sum(sent)::bigint AS sent,

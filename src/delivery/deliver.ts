@@ -107,8 +107,9 @@ async function record(
 ): Promise<{ recorded: boolean; outcome: Outcome; nextAttemptAt?: Date }> {
   const { boss, db } = deps.ctx;
   const outcome: Outcome = decision.kind === 'exhausted' ? (fallback ? 'fallback' : 'failed') : decision.kind;
-  const ref = { id: message.id, tenant_id: message.tenant_id, tag: message.tag };
   const routeName = route?.name ?? message.route_name;
+  // Outcomes count on the route that made the attempt, also when a fallback takes over.
+  const ref = { id: message.id, tenant_id: message.tenant_id, tag: message.tag, route_name: routeName };
   let recorded = false;
   let nextAttemptAt: Date | undefined;
 

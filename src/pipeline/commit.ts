@@ -78,7 +78,7 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
       if (routeId) {
         await enqueueDelivery(ctx.boss, trx, { routeId, messageId: m.id, jobId: m.id });
       } else {
-        await insertEvent(trx, { id: m.id, tenant_id: m.tenantId, tag: m.tag }, { type: 'sent', detail: { captured: true, test_key: true } });
+        await insertEvent(trx, { id: m.id, tenant_id: m.tenantId, tag: m.tag, route_name: m.routeName }, { type: 'sent', detail: { captured: true, test_key: true } });
       }
     });
   } catch (err) {

@@ -20,6 +20,8 @@ export const StatsQuery = z.object({
   from: dateParam.optional().describe('start, rounded down to its UTC hour or day; default: 7 days before `to`'),
   to: dateParam.optional().describe('end (exclusive), rounded up to its UTC hour or day; default: now'),
   interval: z.enum(['hour', 'day']).default('day').describe('bucket size of the series, in UTC'),
+  tag: z.string().trim().min(1).max(100).optional().describe('only this tag'),
+  route: z.string().trim().min(1).max(200).optional().describe('only events of this route (by name: delivery outcomes count on the route that made the attempt)'),
 });
 export const TenantStatsQuery = StatsQuery.omit({ tenant: true });
 
@@ -68,7 +70,7 @@ export async function getStats(db: Executor, query: unknown, tenantId?: string):
   }
   const scope = tenantId ?? (q.tenant !== undefined ? (await getTenant(db, q.tenant)).id : undefined);
 
-  const rows = await stats.queryStats(db, { tenantId: scope, from, to, interval: q.interval });
+  const rows = await stats.queryStats(db, { tenantId: scope, from, to, interval: q.interval, tag: q.tag, route: q.route });
   const byTag = new Map<string, StatsReport['tags'][number]>();
   for (const r of rows) {
     let entry = byTag.get(r.tag);

@@ -136,7 +136,7 @@ describe('stats roll-up and query', () => {
     assert.equal(await deliver(r2), 'failed');
 
     // Opens and clicks as tracking records them: `first: true` on a message's first one only.
-    const ref = (id: string) => ({ id, tenant_id: tenant.id, tag: 'welcome' });
+    const ref = (id: string) => ({ id, tenant_id: tenant.id, tag: 'welcome', route_name: 'capture' });
     await insertEvent(ctx.db, ref(w1), { type: 'opened', detail: { first: true } });
     await insertEvent(ctx.db, ref(w1), { type: 'opened', detail: { first: false } });
     await insertEvent(ctx.db, ref(w1), { type: 'clicked', detail: { first: true, url: 'https://example.com/' } });
@@ -197,6 +197,17 @@ describe('stats roll-up and query', () => {
     // A period that ends before the second day leaves that day out.
     const firstDay = await getStats(ctx.db, { from: T0, to: iso(at(T0, DAY)), interval: 'day' }, tenant.id);
     assert.equal(firstDay.tags.find((t) => t.tag === 'welcome')?.totals.accepted, 2);
+
+    // Filters by tag and by route read the same roll-up rows: welcome went over `capture`, reset
+    // over `upstream`; the opens and clicks count on the message's route.
+    const period = { from: T0, to: iso(at(T0, 2 * DAY)) };
+    const byRoute = async (route: string) => (await getStats(ctx.db, { ...period, route }, tenant.id)).tags.map((t) => [t.tag, t.totals.accepted, t.totals.sent, t.totals.unique_opens]);
+    assert.deepEqual(await byRoute('capture'), [['welcome', 3, 3, 2]]);
+    assert.deepEqual(await byRoute('upstream'), [['reset', 2, 0, 0]]);
+    assert.deepEqual(await byRoute('no-such-route'), []);
+    const onlyReset = await getStats(ctx.db, { ...period, tag: 'reset' }, tenant.id);
+    assert.deepEqual(onlyReset.tags.map((t) => t.tag), ['reset']);
+    assert.deepEqual(onlyReset.tags[0].totals, hourly.tags[0].totals);
   });
 
   test('events not rolled up yet are counted, once, before and after the roll-up', async () => {
