@@ -89,6 +89,35 @@ export class Sink {
   }
 }
 
+/** A number from the environment (`fallback` when unset), checked against [min, max]. */
+export function envNumber(name: string, fallback: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
+  return n;
+}
+
+/** A relay child's environment: production settings, warn logs, loopback, plain SMTP on `smtpPort`. */
+export function benchRelayEnv(o: { databaseUrl: string; roles: string; dataDir: string; smtpPort: number }): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    DATABASE_URL: o.databaseUrl,
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'warn',
+    TXRELAY_DATA_DIR: o.dataDir,
+    TXRELAY_SMTP_PORTS: String(o.smtpPort),
+    TXRELAY_HTTP_PORT: '0',
+    TXRELAY_BIND: '127.0.0.1',
+    TXRELAY_HOSTNAME: 'relay.bench.local',
+    // Plain SMTP on loopback: the figure is the relay's, not OpenSSL's.
+    TXRELAY_REQUIRE_TLS: 'false',
+    TXRELAY_ADMIN_TOKEN: 'bench-admin-token-0123456789',
+    TXRELAY_SECRET: 'bench-secret-0123456789-0123456789-0123456789',
+    TXRELAY_ROLES: o.roles,
+  };
+}
+
 /** Runs `node src/cli.ts <args> --json` and parses its output. */
 export function cli(env: NodeJS.ProcessEnv, args: string[]): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
@@ -150,10 +179,18 @@ export class RelayProcess {
     child.stderr?.on('data', keep);
   }
 
+  /**
+   * Starts `node src/cli.ts start` without waiting: for a worker-only process, which has no port
+   * to poll (its first delivery shows it is up).
+   */
+  static spawn(env: NodeJS.ProcessEnv): RelayProcess {
+    return new RelayProcess(spawn(process.execPath, [CLI, 'start'], { env, cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
   /** Starts `node src/cli.ts start` and waits (up to 60 s) until its SMTP port greets. */
   static async start(env: NodeJS.ProcessEnv, smtpPort: number): Promise<RelayProcess> {
-    const child = spawn(process.execPath, [CLI, 'start'], { env, cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-    const relay = new RelayProcess(child);
+    const relay = RelayProcess.spawn(env);
+    const { child } = relay;
     const deadline = Date.now() + 60_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`relay exited with ${child.exitCode}: ${relay.output.join('\n')}`);

@@ -23,16 +23,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { freePort, startEmbedded } from '../src/db/embedded.ts';
-import { createDatabase, RelayProcess, setupTenant, Sink } from './harness.ts';
+import { benchRelayEnv, createDatabase, envNumber, RelayProcess, setupTenant, Sink } from './harness.ts';
 import { buildMessage, median, percentile, runLoad, type LoadResult } from './load.ts';
-
-function envNumber(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
-  return n;
-}
 
 const RUNS = Math.round(envNumber('BENCH_RUNS', 3, 1, 20));
 const SECONDS = envNumber('BENCH_SECONDS', 5, 0.5, 120);
@@ -110,22 +102,7 @@ async function main(): Promise<void> {
   cleanups.push(() => sink.stop());
 
   const smtpPort = await freePort();
-  const relayEnv = (databaseUrl: string, roles: string): NodeJS.ProcessEnv => ({
-    ...process.env,
-    DATABASE_URL: databaseUrl,
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'warn',
-    TXRELAY_DATA_DIR: path.join(tmp, 'data'),
-    TXRELAY_SMTP_PORTS: String(smtpPort),
-    TXRELAY_HTTP_PORT: '0',
-    TXRELAY_BIND: '127.0.0.1',
-    TXRELAY_HOSTNAME: 'relay.bench.local',
-    // Plain SMTP on loopback: the figure is the relay's, not OpenSSL's.
-    TXRELAY_REQUIRE_TLS: 'false',
-    TXRELAY_ADMIN_TOKEN: 'bench-admin-token-0123456789',
-    TXRELAY_SECRET: 'bench-secret-0123456789-0123456789-0123456789',
-    TXRELAY_ROLES: roles,
-  });
+  const relayEnv = (databaseUrl: string, roles: string) => benchRelayEnv({ databaseUrl, roles, dataDir: path.join(tmp, 'data'), smtpPort });
   const data = buildMessage(SIZE_KB * 1024, MAIL_FROM.replace('bounce', 'app'), RCPT_TO);
   const load = (key: string, conc: number, reuse: boolean, seconds = SECONDS) =>
     runLoad({ port: smtpPort, key, concurrency: conc, reuse, seconds, data, mailFrom: MAIL_FROM, rcptTo: RCPT_TO });

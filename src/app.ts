@@ -3,6 +3,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApiApp } from './api/app.ts';
+import { createOpsApp } from './api/ops.ts';
 import type { Config } from './config.ts';
 import type { Context } from './context.ts';
 import { SecretBox } from './crypto.ts';
@@ -10,26 +11,35 @@ import { openConfiguredDatabase } from './db/configured.ts';
 import { migrateToLatest } from './db/migrate.ts';
 import { startDelivery } from './delivery/worker.ts';
 import { startRollUp } from './events/rollup.ts';
+import { TrackingTokens } from './events/tracking-tokens.ts';
 import { startDomainRechecks, systemTxtResolver, type TxtResolver } from './services/domain-verification.service.ts';
 import { createLogger, type Logger } from './log.ts';
+import { Metrics } from './metrics.ts';
 import { createPipeline } from './pipeline/index.ts';
 import { createBoss } from './queue.ts';
+import { dependencyChecks, ReadinessMonitor } from './readiness.ts';
 import { resolveSecrets } from './secrets.ts';
 import { seedDemo, type SeedResult } from './seed.ts';
 import { startSmtp, type SmtpListeners } from './smtp/server.ts';
 import { loadTls } from './smtp/tls.ts';
 import { closeTemplateEngine, templateEngine } from './templates/index.ts';
+import { startWebhooks } from './webhooks/worker.ts';
 
 export interface RunningApp {
   ctx: Context;
   smtpPorts: number[];
   smtpsPorts: number[];
   httpPort: number | undefined;
+  /** The TXRELAY_METRICS_PORT listener's port, when one was configured. */
+  metricsPort: number | undefined;
   seeded: SeedResult | undefined;
   adminTokenGenerated: boolean;
   /** Graceful: stop accepting, let transactions and deliveries in flight finish, close. */
   stop(deadlineMs?: number): Promise<void>;
 }
+
+/** Of a stop's deadline, what is kept for closing after transactions and deliveries (at most a fifth). */
+const STOP_MARGIN_MS = 5_000;
 
 export interface StartOptions {
   log?: Logger;
@@ -63,13 +73,20 @@ export async function startApp(config: Config, options: StartOptions = {}): Prom
       await boss.stop({ graceful: true, timeout: 10_000 });
     });
 
+    // Checked every 2 s and on failures: SMTP turns new connections away while it fails.
+    const readiness = new ReadinessMonitor(dependencyChecks({ db: handle.db, boss }), log);
+    readiness.start();
+    cleanups.push(() => readiness.stop());
     const ctx: Context = {
       config,
       db: handle.db,
       boss,
       box: new SecretBox(secrets.secret),
+      tracking: new TrackingTokens(secrets.secret),
       log,
       adminToken: secrets.adminToken,
+      metrics: new Metrics({ db: handle.db, log, ready: () => readiness.ready }),
+      readiness,
     };
     // Awaited at shutdown: isolated-vm must not be torn down mid-dispose.
     cleanups.push(() => closeTemplateEngine(ctx));
@@ -84,16 +101,22 @@ export async function startApp(config: Config, options: StartOptions = {}): Prom
     let httpServer: http.Server | undefined;
     if (roles.has('api')) {
       const app = createApiApp(ctx, { accept, resolveTxt });
-      httpServer = http.createServer(app);
-      await new Promise<void>((resolve, reject) => {
-        httpServer!.once('error', reject);
-        httpServer!.listen(config.httpPort, config.bind, () => resolve());
-      });
+      httpServer = await listenHttp(app, config.httpPort, config.bind);
       log.info({ http: 'listening', port: (httpServer.address() as AddressInfo).port }, 'HTTP listening');
     }
+    // Health and metrics on a port of their own, e.g. for a worker, which serves no API.
+    let opsServer: http.Server | undefined;
+    if (config.metricsPort !== undefined) {
+      opsServer = await listenHttp(createOpsApp(ctx), config.metricsPort, config.bind);
+      log.info({ http: 'listening', metrics_port: (opsServer.address() as AddressInfo).port }, 'metrics listening');
+    }
+    // Webhook URLs must not point at the relay's own ports (src/webhooks/target.ts).
+    ctx.listening = { http: httpServer ? (httpServer.address() as AddressInfo).port : undefined, smtp: smtp?.ports ?? [], smtps: smtp?.smtpsPorts ?? [] };
     const delivery = roles.has('worker') ? await startDelivery(ctx) : undefined;
     // Stats roll-ups run beside delivery: every worker process may, each event is counted once.
     const rollup = roles.has('worker') ? startRollUp(ctx) : undefined;
+    // Webhooks: events fanned out to endpoints about every second, sent with pg-boss retries.
+    const webhooks = roles.has('worker') ? await startWebhooks(ctx) : undefined;
     // Verified domains' DNS records re-checked daily; claims keep processes off each other's domains.
     const rechecks = roles.has('worker') ? startDomainRechecks({ db: ctx.db, log, spfInclude: config.spfInclude }, resolveTxt) : undefined;
 
@@ -103,18 +126,16 @@ export async function startApp(config: Config, options: StartOptions = {}): Prom
       smtpPorts: smtp?.ports ?? [],
       smtpsPorts: smtp?.smtpsPorts ?? [],
       httpPort: httpServer ? (httpServer.address() as AddressInfo).port : undefined,
+      metricsPort: opsServer ? (opsServer.address() as AddressInfo).port : undefined,
       seeded,
       adminTokenGenerated: secrets.adminTokenGenerated,
       stop(deadlineMs = 30_000) {
         stopping ??= (async () => {
           shuttingDown = true;
-          const closeHttp = httpServer
-            ? new Promise<void>((resolve) => {
-                httpServer!.close(() => resolve());
-                httpServer!.closeIdleConnections();
-              })
-            : Promise.resolve();
-          await Promise.all([smtp?.close(deadlineMs), closeHttp, delivery?.stop(deadlineMs), rollup?.stop(), rechecks?.stop()]);
+          // Transactions and deliveries in flight get the deadline less a margin, kept for
+          // putting back what did not finish and closing the queue and the database.
+          const grace = deadlineMs - Math.min(STOP_MARGIN_MS, Math.round(deadlineMs / 5));
+          await Promise.all([smtp?.close(grace), closeHttp(httpServer), closeHttp(opsServer), delivery?.stop(grace), rollup?.stop(), rechecks?.stop(), webhooks?.stop()]);
           for (const c of cleanups.reverse()) await c().catch(() => {});
           await database.close();
         })();
@@ -126,4 +147,25 @@ export async function startApp(config: Config, options: StartOptions = {}): Prom
     await database.close().catch(() => {});
     throw err;
   }
+}
+
+async function listenHttp(app: http.RequestListener, port: number, bind: string): Promise<http.Server> {
+  const server = http.createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, bind, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
+
+/** Stops accepting, closes idle keep-alive connections, and waits for requests in flight. */
+function closeHttp(server: http.Server | undefined): Promise<void> {
+  if (!server) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
 }

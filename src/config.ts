@@ -1,5 +1,6 @@
 // Configuration: every environment variable of SPEC §1, validated once at start.
 // Nothing else in the code reads process.env for settings; it receives a Config.
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -106,10 +107,52 @@ const schema = z.object({
   TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES: intBetween(1, 256 * 1024 * 1024).default(5 * 1024 * 1024),
   TXRELAY_TEMPLATE_MEMORY_MB: intBetween(8, 4096).default(64),
   TXRELAY_TEMPLATE_ISOLATES: intBetween(1, 64).default(4),
+  // Beyond SPEC: operations (docs/deploy.md). With a metrics token set, /metrics asks for it as a
+  // bearer token; unset, /metrics is open (scrape it on an internal network only).
+  TXRELAY_METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters').optional(),
+  // A second listener with only /metrics, /healthz and /readyz, for processes without the api
+  // role (workers) and for scraping on an internal port.
+  TXRELAY_METRICS_PORT: z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a port number')
+    .transform(Number)
+    .refine((n) => n <= 65535, 'must be a port number (0-65535)')
+    .optional(),
+  // The HAProxy PROXY protocol (v1) header before SMTP, from a TCP load balancer: `true` (every
+  // peer must send it) or a comma list of the balancers' IP addresses (only they may).
+  TXRELAY_SMTP_PROXY_PROTOCOL: z
+    .string()
+    .trim()
+    .transform((value, ctx) => {
+      const v = value.toLowerCase();
+      if (['true', '1', 'yes'].includes(v)) return true;
+      if (['false', '0', 'no'].includes(v)) return false;
+      const ips = value.split(',').map((a) => a.trim()).filter(Boolean);
+      const bad = ips.find((a) => net.isIP(a) === 0);
+      if (bad !== undefined || ips.length === 0) {
+        ctx.addIssue({ code: 'custom', message: `"${bad ?? value}" is neither true, false nor an IP address` });
+        return z.NEVER;
+      }
+      return ips;
+    })
+    .default(false),
+  // Beyond SPEC: connection limits (README, Security). Sessions at once per listener process,
+  // and per client address (an IPv6 client counts per /64, the block one host usually holds).
+  TXRELAY_SMTP_MAX_CLIENTS: intBetween(1, 100_000).default(1000),
+  TXRELAY_SMTP_MAX_PER_IP: intBetween(1, 100_000).default(50),
+  // Absolute deadlines, which no trickle of bytes extends (smtp-server's 60 s idle timeout is
+  // reset by every byte): a whole session, and the upload from DATA to the final dot.
+  TXRELAY_SMTP_SESSION_TIMEOUT_SECONDS: intBetween(1, 86_400).default(600),
+  TXRELAY_SMTP_DATA_TIMEOUT_SECONDS: intBetween(1, 3_600).default(300),
+  // SPEC §9's 30 s: how long SIGTERM waits for transactions and deliveries in flight.
+  TXRELAY_SHUTDOWN_TIMEOUT_SECONDS: intBetween(1, 3_600).default(30),
 });
 
 export interface Config {
   production: boolean;
+  /** Seed the demo tenant on an empty database: only under NODE_ENV=development (the default). */
+  seedDemo: boolean;
   logLevel: string;
   databaseUrl: string | undefined;
   dataDir: string;
@@ -137,6 +180,22 @@ export interface Config {
   templateMemoryMb: number;
   /** Beyond SPEC: template isolates in the pool. */
   templateIsolates: number;
+  /** Beyond SPEC: the bearer token /metrics asks for; unset: /metrics is open. */
+  metricsToken: string | undefined;
+  /** Beyond SPEC: a listener for /metrics, /healthz and /readyz only; unset: none. */
+  metricsPort: number | undefined;
+  /** Beyond SPEC: smtp-server's useProxy: off, every peer, or these peers' addresses. */
+  smtpProxyProtocol: boolean | string[];
+  /** Beyond SPEC: SMTP sessions at once, per listener process. */
+  smtpMaxClients: number;
+  /** Beyond SPEC: SMTP sessions at once from one client address (IPv6: one /64). */
+  smtpMaxPerIp: number;
+  /** Beyond SPEC: the longest an SMTP session may last, whatever it does. */
+  smtpSessionTimeoutMs: number;
+  /** Beyond SPEC: the longest the upload from DATA to the final dot may take. */
+  smtpDataTimeoutMs: number;
+  /** SPEC §9: what SIGTERM waits for transactions and deliveries in flight. */
+  shutdownTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -176,8 +235,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (roles.includes('smtp') && smtpPorts.length + smtpsPorts.length === 0) {
     throw new ConfigError('configuration error: TXRELAY_SMTP_PORTS and TXRELAY_SMTPS_PORTS are both empty but the smtp role is on');
   }
+  const metricsPort = e.TXRELAY_METRICS_PORT;
+  if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === httpPort && roles.includes('api')) {
+    throw new ConfigError('configuration error: TXRELAY_METRICS_PORT must differ from TXRELAY_HTTP_PORT (the API port serves /metrics already)');
+  }
   return {
     production,
+    // The demo tenant is for a developer's first `npm start` (SPEC §1), not for tests or staging.
+    seedDemo: e.NODE_ENV === 'development',
     logLevel: e.LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
     dataDir: path.resolve(e.TXRELAY_DATA_DIR),
@@ -200,10 +265,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     templateMaxOutputBytes: e.TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES,
     templateMemoryMb: e.TXRELAY_TEMPLATE_MEMORY_MB,
     templateIsolates: e.TXRELAY_TEMPLATE_ISOLATES,
+    metricsToken: e.TXRELAY_METRICS_TOKEN,
+    metricsPort,
+    smtpProxyProtocol: e.TXRELAY_SMTP_PROXY_PROTOCOL,
+    smtpMaxClients: e.TXRELAY_SMTP_MAX_CLIENTS,
+    smtpMaxPerIp: e.TXRELAY_SMTP_MAX_PER_IP,
+    smtpSessionTimeoutMs: e.TXRELAY_SMTP_SESSION_TIMEOUT_SECONDS * 1000,
+    smtpDataTimeoutMs: e.TXRELAY_SMTP_DATA_TIMEOUT_SECONDS * 1000,
+    shutdownTimeoutMs: e.TXRELAY_SHUTDOWN_TIMEOUT_SECONDS * 1000,
   };
 }
 
-const SECRET_KEYS = new Set(['adminToken', 'secret', 'databaseUrl']);
+const SECRET_KEYS = new Set(['adminToken', 'secret', 'databaseUrl', 'metricsToken']);
 
 /** The effective configuration with secrets masked, for `txrelay config`. */
 export function describeConfig(config: Config): Record<string, unknown> {

@@ -13,10 +13,16 @@ export const queueName = (routeId: string): string => `route.${routeId}`;
 export const DELIVERY_QUEUE_OPTIONS = {
   // Longer than the longest SMTP transaction the smtp transport allows (see its timeouts).
   expireInSeconds: 15 * 60,
-  // A killed worker's job is picked up again after this much silence.
+  // A killed worker's job is picked up again after this much silence (pg-boss's least). Each
+  // worker process's supervisor sweeps lapsed heartbeats every superviseIntervalSeconds, and the
+  // job then waits out its first retry delay: a dead worker's jobs run again on another worker
+  // 12–24 s after their last heartbeat (test/scale-out measures it).
   heartbeatSeconds: 10,
   retryLimit: 50,
-  retryDelay: 10,
+  // The first pg-boss retry comes 2–4 s later, then doubling up to retryDelayMax. Short: these
+  // retries only follow a dead worker or a handler that threw (the database away), never an
+  // upstream's answer, and a dead worker's job has already waited out the heartbeat.
+  retryDelay: 2,
   retryBackoff: true,
   retryDelayMax: 600,
   // pg-boss deletes a queued or retrying job retentionSeconds after its start_after and does not
@@ -36,12 +42,19 @@ export async function createBoss(url: string, options: { max?: number; supervise
     connectionString: url,
     max: options.max ?? 10,
     application_name: 'txrelay-queue',
+    // Maintenance (expiry, heartbeat sweeps, retention) only where the workers are: app.ts turns
+    // it off in smtp/api-only processes. Several workers may supervise at once: pg-boss claims
+    // each queue's pass with a lock, so a pass runs once.
     supervise: options.supervise ?? true,
     superviseIntervalSeconds: 10,
     // Jobs whose heartbeat stopped are failed (and retried) only when the monitor runs; its
     // default of 60 s would leave a dead worker's jobs waiting over a minute.
     monitorIntervalSeconds: 10,
+    // No cron schedules: the relay's periodic work runs in src/every.ts.
     schedule: false,
+    // migrate stays on (pg-boss's default) in every process, whatever its roles: an smtp process
+    // that starts first on an empty database must be able to send jobs. The install and its
+    // upgrades run under pg-boss's advisory lock, so processes starting at once do it once.
     connectionTimeoutMillis: 5_000,
   });
   return boss;

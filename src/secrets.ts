@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.ts';
+import { replaceFile, writeFirst } from './first-write.ts';
 
 export interface Secrets {
   adminToken: string;
@@ -21,8 +22,8 @@ interface Stored {
 
 export function resolveSecrets(config: Config): Secrets {
   const file = path.join(config.dataDir, 'secrets.json');
-  let stored: Stored = {};
-  if (fs.existsSync(file)) stored = JSON.parse(fs.readFileSync(file, 'utf8')) as Stored;
+  const existed = fs.existsSync(file);
+  const stored: Stored = existed ? (JSON.parse(fs.readFileSync(file, 'utf8')) as Stored) : {};
   const gen = () => crypto.randomBytes(24).toString('base64url');
   let changed = false;
   let adminTokenGenerated = false;
@@ -39,9 +40,15 @@ export function resolveSecrets(config: Config): Secrets {
     stored.pgPassword = gen();
     changed = true;
   }
-  if (changed) {
-    fs.mkdirSync(config.dataDir, { recursive: true });
-    fs.writeFileSync(file, JSON.stringify(stored, null, 2), { mode: 0o600 });
+  if (changed && !existed) {
+    // Two processes starting together on an empty data dir must not each keep secrets of their
+    // own (tokens signed by one would fail in the other): the first file wins, and a process
+    // that lost uses the winner's values.
+    const written = JSON.stringify(stored, null, 2);
+    // Lost: start over from the winner's file (filling in what it lacks, if anything).
+    if (writeFirst(file, written) !== written) return resolveSecrets(config);
+  } else if (changed) {
+    replaceFile(file, JSON.stringify(stored, null, 2));
   }
   return {
     adminToken: config.adminToken ?? stored.adminToken!,

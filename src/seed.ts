@@ -16,7 +16,7 @@ export interface SeedResult {
 }
 
 export async function seedDemo(ctx: Context): Promise<SeedResult | undefined> {
-  if (ctx.config.production) return undefined;
+  if (!ctx.config.seedDemo) return undefined;
   return await ctx.db.transaction().execute(async (trx) => {
     // Serialise concurrent first starts; the second sees a tenant and seeds nothing.
     await lockSeeding(trx);

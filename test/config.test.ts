@@ -17,6 +17,13 @@ test('defaults follow SPEC §1', () => {
   assert.equal(c.publicUrl, 'http://localhost:8080');
 });
 
+test('the demo tenant is seeded only under NODE_ENV=development, the default', () => {
+  assert.equal(loadConfig({}).seedDemo, true);
+  assert.equal(loadConfig({ NODE_ENV: 'development' }).seedDemo, true);
+  assert.equal(loadConfig({ NODE_ENV: 'test' }).seedDemo, false);
+  assert.equal(loadConfig({ NODE_ENV: 'staging' }).seedDemo, false);
+});
+
 test('template sandbox limits: defaults, and each set on its own', () => {
   const d = loadConfig({});
   assert.deepEqual([d.templateTimeoutMs, d.templateMaxOutputBytes, d.templateMemoryMb, d.templateIsolates], [1000, 5 * 1024 * 1024, 64, 4]);
@@ -27,6 +34,18 @@ test('template sandbox limits: defaults, and each set on its own', () => {
 test('TXRELAY_SPF_INCLUDE: unset by default, a host name (underscores allowed) when set', () => {
   assert.equal(loadConfig({}).spfInclude, undefined);
   assert.equal(loadConfig({ TXRELAY_SPF_INCLUDE: ' _spf.Example-ESP.net ' }).spfInclude, '_spf.example-esp.net');
+});
+
+test('operations: metrics token and port unset by default; PROXY protocol off, on, or per balancer', () => {
+  const d = loadConfig({});
+  assert.deepEqual([d.metricsToken, d.metricsPort, d.smtpProxyProtocol], [undefined, undefined, false]);
+  const c = loadConfig({ TXRELAY_METRICS_TOKEN: ' m'.padEnd(20, 'x') + ' ', TXRELAY_METRICS_PORT: '9464', TXRELAY_SMTP_PROXY_PROTOCOL: 'true' });
+  assert.deepEqual([c.metricsToken, c.metricsPort, c.smtpProxyProtocol], ['m'.padEnd(19, 'x'), 9464, true]);
+  assert.equal(loadConfig({ TXRELAY_SMTP_PROXY_PROTOCOL: 'no' }).smtpProxyProtocol, false);
+  assert.deepEqual(loadConfig({ TXRELAY_SMTP_PROXY_PROTOCOL: '10.0.0.5, 2001:db8::7' }).smtpProxyProtocol, ['10.0.0.5', '2001:db8::7']);
+  // A worker may use the API's port number for metrics: it serves no API.
+  assert.equal(loadConfig({ TXRELAY_ROLES: 'worker', TXRELAY_METRICS_PORT: '8080' }).metricsPort, 8080);
+  assert.equal(describeConfig(loadConfig({ TXRELAY_METRICS_TOKEN: 'metrics-token-0123456789' })).metricsToken, '****');
 });
 
 test('production requires TLS, an admin token and a secret', () => {
@@ -57,6 +76,12 @@ test('each bad value names its variable in one line', () => {
     [{ TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES: '-1' }, /TXRELAY_TEMPLATE_MAX_OUTPUT_BYTES must be a whole number/],
     [{ TXRELAY_TEMPLATE_MEMORY_MB: '4' }, /TXRELAY_TEMPLATE_MEMORY_MB must be from 8 to 4096/],
     [{ TXRELAY_TEMPLATE_ISOLATES: '0' }, /TXRELAY_TEMPLATE_ISOLATES must be from 1 to 64/],
+    [{ TXRELAY_METRICS_TOKEN: 'short' }, /TXRELAY_METRICS_TOKEN must be at least 16 characters/],
+    [{ TXRELAY_METRICS_PORT: 'nine' }, /TXRELAY_METRICS_PORT must be a port number/],
+    [{ TXRELAY_METRICS_PORT: '70000' }, /TXRELAY_METRICS_PORT must be a port number \(0-65535\)/],
+    [{ TXRELAY_METRICS_PORT: '8080' }, /TXRELAY_METRICS_PORT must differ from TXRELAY_HTTP_PORT/],
+    [{ TXRELAY_SMTP_PROXY_PROTOCOL: 'maybe' }, /TXRELAY_SMTP_PROXY_PROTOCOL "maybe" is neither true, false nor an IP address/],
+    [{ TXRELAY_SMTP_PROXY_PROTOCOL: '10.0.0.5,lb.example' }, /TXRELAY_SMTP_PROXY_PROTOCOL "lb.example" is neither/],
   ];
   for (const [env, re] of cases) {
     assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && re.test(err.message) && !err.message.includes('\n'), JSON.stringify(env));
@@ -74,4 +99,24 @@ test('`txrelay config` masks secrets; a bad variable exits non-zero with one lin
   assert.equal(bad.status, 1);
   assert.equal(bad.stderr.trim(), 'configuration error: TXRELAY_HTTP_PORT must be a port number');
   assert.equal(describeConfig(loadConfig({ TXRELAY_SECRET: 'y'.repeat(40) })).secret, '****');
+});
+
+test('SMTP connection limits, deadlines and the shutdown grace: defaults, values, and bad values named', () => {
+  const d = loadConfig({});
+  assert.deepEqual(
+    [d.smtpMaxClients, d.smtpMaxPerIp, d.smtpSessionTimeoutMs, d.smtpDataTimeoutMs, d.shutdownTimeoutMs],
+    [1000, 50, 600_000, 300_000, 30_000],
+  );
+  const c = loadConfig({
+    TXRELAY_SMTP_MAX_CLIENTS: '200',
+    TXRELAY_SMTP_MAX_PER_IP: '5',
+    TXRELAY_SMTP_SESSION_TIMEOUT_SECONDS: '60',
+    TXRELAY_SMTP_DATA_TIMEOUT_SECONDS: '10',
+    TXRELAY_SHUTDOWN_TIMEOUT_SECONDS: '5',
+  });
+  assert.deepEqual([c.smtpMaxClients, c.smtpMaxPerIp, c.smtpSessionTimeoutMs, c.smtpDataTimeoutMs, c.shutdownTimeoutMs], [200, 5, 60_000, 10_000, 5_000]);
+  for (const variable of ['TXRELAY_SMTP_MAX_CLIENTS', 'TXRELAY_SMTP_MAX_PER_IP', 'TXRELAY_SMTP_SESSION_TIMEOUT_SECONDS', 'TXRELAY_SMTP_DATA_TIMEOUT_SECONDS', 'TXRELAY_SHUTDOWN_TIMEOUT_SECONDS']) {
+    assert.throws(() => loadConfig({ [variable]: '0' }), (err: Error) => err instanceof ConfigError && err.message.startsWith(`configuration error: ${variable} `));
+    assert.throws(() => loadConfig({ [variable]: 'soon' }), new RegExp(`^ConfigError: configuration error: ${variable} must be a whole number`));
+  }
 });

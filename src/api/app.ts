@@ -2,16 +2,18 @@
 import { createRequire } from 'node:module';
 import express, { type RequestHandler } from 'express';
 import type { Context } from '../context.ts';
-import { ping } from '../db/health.repository.ts';
 import { createPipeline, type AcceptSubmission } from '../pipeline/index.ts';
 import { systemTxtResolver, type TxtResolver } from '../services/domain-verification.service.ts';
 import { ApiError } from '../services/errors.ts';
 import { templateEngine } from '../templates/index.ts';
 import { requireAdmin } from './admin/auth.ts';
 import { adminRouter } from './admin/index.ts';
+import { dashboardRouter } from './dashboard.ts';
 import { renderDocs } from './docs.ts';
 import { errorHandler, notFoundHandler } from './errors.ts';
 import { openApiDocument } from './openapi.ts';
+import { mountOps } from './ops.ts';
+import { trackingHandlers } from './tracking.ts';
 import { v1Router } from './v1/index.ts';
 
 export interface ApiOptions {
@@ -37,27 +39,7 @@ export const requireJsonBody: RequestHandler = (req, _res, next) => {
   next();
 };
 
-const READY_TIMEOUT_MS = 3_000;
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
-
-async function probe(name: string, check: () => Promise<void>, ctx: Context): Promise<string> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      check(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(Object.assign(new Error(`${name} check timed out`), { code: 'ETIMEDOUT' })), READY_TIMEOUT_MS);
-      }),
-    ]);
-    return 'ok';
-  } catch (err) {
-    ctx.log.warn({ err, check: name }, 'readiness check failed');
-    // The code only: a probe answers strangers, and messages may name internal hosts.
-    return `unavailable (${(err as { code?: string }).code ?? 'error'})`;
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 export function createApiApp(ctx: Context, options: ApiOptions = {}): express.Express {
   const app = express();
@@ -69,24 +51,8 @@ export function createApiApp(ctx: Context, options: ApiOptions = {}): express.Ex
     next();
   });
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
-
-  app.get('/readyz', async (_req, res) => {
-    const [database, queue] = await Promise.all([
-      probe('database', () => ping(ctx.db), ctx),
-      probe(
-        'queue',
-        async () => {
-          if ((await ctx.boss.schemaVersion()) === null) throw Object.assign(new Error('pg-boss schema missing'), { code: 'ENOSCHEMA' });
-        },
-        ctx,
-      ),
-    ]);
-    const ok = database === 'ok' && queue === 'ok';
-    res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'unavailable', checks: { database, queue } });
-  });
+  // Liveness, readiness and /metrics (src/api/ops.ts).
+  mountOps(app, ctx);
 
   // Built once, on first request: the document is the same for the life of the process.
   let doc: ReturnType<typeof openApiDocument> | undefined;
@@ -98,6 +64,12 @@ export function createApiApp(ctx: Context, options: ApiOptions = {}): express.Ex
     res.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'");
     res.type('html').send(renderDocs(document()));
   });
+  app.use('/dashboard', dashboardRouter());
+
+  // Open pixel and click redirector (SPEC §6): public, the signed token is the authority.
+  const tracking = trackingHandlers(ctx);
+  app.get('/t/o/:token.gif', tracking.open);
+  app.get('/t/c/:token', tracking.click);
 
   const resolveTxt = options.resolveTxt ?? systemTxtResolver;
   app.use('/admin', requireAdmin(ctx.adminToken), requireJsonBody, jsonBody, adminRouter(ctx, resolveTxt));

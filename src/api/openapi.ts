@@ -11,6 +11,7 @@ import { RouteCreate, RoutePatch, TRANSPORT_CONFIG } from '../services/routes.se
 import { StatsQuery, TenantStatsQuery } from '../services/stats.service.ts';
 import { TemplateCreate, TemplateRender, TemplateReplace } from '../services/templates.service.ts';
 import { KeyCreate, TenantCreate, TenantListQuery, TenantPatch } from '../services/tenants.service.ts';
+import { DeliveryListQuery, WebhookCreate, WebhookPatch } from '../services/webhooks.service.ts';
 import { VerifyBody } from './admin/domains.ts';
 
 // ---- Answers -------------------------------------------------------------------------------
@@ -100,6 +101,50 @@ const Template = z.object({
 });
 const Rendered = z.object({ subject: z.string(), html: z.string() });
 
+const Webhook = z.object({
+  id: uuid,
+  url: z.string(),
+  events: z.array(z.string()).describe('event types, or ["*"] for all'),
+  status: z.enum(['active', 'disabled']),
+  disabled_at: nullableTimestamp,
+  disabled_reason: z.string().nullable().describe('why it was disabled: persistent failure (with the last error) or by request'),
+  consecutive_failures: z.number().int().describe('failed attempts since the last success'),
+  failing_since: nullableTimestamp.describe('when the first of them was made'),
+  created_at: timestamp,
+  updated_at: timestamp,
+});
+const WebhookCreated = Webhook.extend({ secret: z.string().describe('the signing secret: in this answer only, never again') });
+const WebhookAttempt = z.object({
+  number: z.number().int(),
+  at: timestamp,
+  status_code: z.number().int().nullable().describe('the HTTP status; null when there was no answer'),
+  error: z.string().nullable().describe('why it failed: HTTP status, timeout, connection error, refused URL'),
+  duration_ms: z.number().int(),
+  response: z.string().nullable().describe('the first 1 KB of the answer'),
+});
+const WebhookDelivery = z.object({
+  id: uuid.describe('also sent as X-Txrelay-Delivery'),
+  event_id: z.string().nullable().describe('the payload\'s id; null for a test event'),
+  type: z.string(),
+  message_id: uuid.nullable(),
+  status: z.enum(['pending', 'succeeded', 'failed', 'cancelled']),
+  reason: z.string().nullable().describe('why it failed (retries exhausted) or was cancelled (endpoint disabled)'),
+  attempts: z.number().int(),
+  created_at: timestamp,
+  last_attempt_at: nullableTimestamp,
+  next_attempt_at: nullableTimestamp.describe('when a pending delivery is tried next'),
+  completed_at: nullableTimestamp,
+  attempt_log: z.array(WebhookAttempt),
+});
+const WebhookTestResult = z.object({
+  delivery_id: uuid,
+  ok: z.boolean().describe('the endpoint answered 2xx'),
+  status_code: z.number().int().nullable(),
+  error: z.string().nullable(),
+  duration_ms: z.number().int(),
+  response: z.string().nullable(),
+});
+
 const Recipient = z.object({ address: z.string(), status: z.enum(['queued', 'deferred', 'sent', 'failed']), response: z.string().nullable() });
 const MessageSummary = z.object({
   id: uuid,
@@ -125,6 +170,11 @@ const Message = MessageSummary.extend({
   events: z.array(z.object({ type: z.string(), at: timestamp, detail: z.unknown() })),
   verdicts: z.array(z.object({ rule: z.string(), action: z.string(), detail: z.string().optional() })).describe('what the header and body rules did'),
   attachments: z.array(z.object({ filename: z.string().nullable(), content_type: z.string(), size: z.number().int() })),
+});
+
+const Preview = z.object({
+  subject: z.string(),
+  html: z.string().nullable().describe('the HTML part as stored (tracking pixel and links included); null when the message has none'),
 });
 
 const Counts = z.object({
@@ -205,6 +255,7 @@ const PARAMS: Record<string, string> = {
   domain: 'domain id or name',
   route: 'route id or name',
   template: 'template id or name',
+  token: 'the signed tracking token from the message',
 };
 
 const list = <T extends z.ZodType>(item: T, description: string): Answer => ({ status: 200, description, schema: page(item) });
@@ -246,6 +297,21 @@ function tenantResources(prefix: string, auth: Auth, tag: string): Operation[] {
   ];
 }
 
+/** Webhook endpoints: the same operations for admins (under a tenant) and `full` keys. */
+function webhookResources(prefix: string, auth: Auth, tag: string): Operation[] {
+  const scope = auth === 'key' ? ('full' as const) : undefined;
+  const w = `${prefix}/webhooks/{id}`;
+  return [
+    { method: 'post', path: `${prefix}/webhooks`, summary: 'Register a webhook endpoint (the secret is in this answer only)', tag, auth, scope, body: WebhookCreate, ok: one(WebhookCreated, 'the endpoint and its secret', 201), errors: [404, 409, 422] },
+    { method: 'get', path: `${prefix}/webhooks`, summary: 'List webhook endpoints (never their secrets)', tag, auth, scope, ok: list(Webhook, 'the endpoints'), errors: [404] },
+    { method: 'get', path: w, summary: 'Get a webhook endpoint: its status, and why it was disabled', tag, auth, scope, ok: one(Webhook, 'the endpoint'), errors: [404] },
+    { method: 'patch', path: w, summary: 'Change the URL, events or secret; `enabled: true` re-enables a disabled endpoint', tag, auth, scope, body: WebhookPatch, ok: one(Webhook, 'the endpoint'), errors: [404, 422] },
+    { method: 'delete', path: w, summary: 'Delete a webhook endpoint and its delivery log', tag, auth, scope, ok: none('deleted'), errors: [404] },
+    { method: 'get', path: `${w}/deliveries`, summary: 'The delivery log, newest first, with every attempt', tag, auth, scope, query: DeliveryListQuery, ok: list(WebhookDelivery, 'a page of deliveries'), errors: [404, 422] },
+    { method: 'post', path: `${w}/test`, summary: 'Send a `test` event now: one attempt, no retry, recorded in the log', tag, auth, scope, ok: one(WebhookTestResult, 'what the endpoint answered'), errors: [404] },
+  ];
+}
+
 const ADMIN_TENANT = '/admin/tenants/{tenant}';
 
 export const OPERATIONS: Operation[] = [
@@ -254,8 +320,24 @@ export const OPERATIONS: Operation[] = [
     method: 'get', path: '/readyz', summary: 'Readiness: database and queue reachable', tag: 'health', auth: 'none',
     ok: one(z.object({ status: z.string(), checks: z.record(z.string(), z.string()) }), 'ready'), errors: [503],
   },
+  {
+    method: 'get', path: '/metrics', tag: 'health', auth: 'none', ok: { status: 200, description: 'Prometheus text exposition format', contentType: 'text/plain' }, errors: [401, 404],
+    summary: 'Prometheus metrics (txrelay_* and Node process metrics; docs/metrics.md). Asks for `Authorization: Bearer <TXRELAY_METRICS_TOKEN>` when that is set, open otherwise',
+  },
   { method: 'get', path: '/openapi.json', summary: 'This document', tag: 'health', auth: 'none', ok: { status: 200, description: 'the OpenAPI 3.1 document' } },
   { method: 'get', path: '/docs', summary: 'This document as a readable page', tag: 'health', auth: 'none', ok: { status: 200, description: 'HTML', contentType: 'text/html' } },
+  {
+    method: 'get', path: '/t/o/{token}.gif', tag: 'tracking', auth: 'none', ok: { status: 200, description: 'a 1×1 transparent GIF', contentType: 'image/gif' }, errors: [404],
+    summary: 'Open pixel: records an `opened` event (HEAD records nothing); 404 for a token we did not sign',
+  },
+  {
+    method: 'get', path: '/t/c/{token}', tag: 'tracking', auth: 'none', ok: { status: 302, description: 'redirect (Location) to the link as written in the message' }, errors: [404],
+    summary: 'Click redirector: records a `clicked` event (HEAD records nothing); 404 for a token we did not sign, so never an open redirect',
+  },
+  {
+    method: 'get', path: '/dashboard', tag: 'health', auth: 'none', ok: { status: 200, description: 'HTML', contentType: 'text/html' },
+    summary: 'The dashboard: stats per tag, message log, capture inbox. Sign in on the page with a `read` or `full` key, or the admin token; its scripts and styles are under /dashboard/assets/',
+  },
 
   { method: 'post', path: '/admin/tenants', summary: 'Create a tenant', tag: 'admin: tenants', auth: 'admin', body: TenantCreate, ok: one(Tenant, 'the tenant', 201), errors: [409, 422] },
   { method: 'get', path: '/admin/tenants', summary: 'List tenants by name', tag: 'admin: tenants', auth: 'admin', query: TenantListQuery, ok: list(Tenant, 'a page of tenants') },
@@ -268,6 +350,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'delete', path: `${ADMIN_TENANT}/keys/{id}`, summary: 'Revoke a key', tag: 'admin: keys', auth: 'admin', ok: one(Key, 'the revoked key'), errors: [404] },
 
   ...tenantResources(ADMIN_TENANT, 'admin', 'admin: templates and domains'),
+  ...webhookResources(ADMIN_TENANT, 'admin', 'admin: webhooks'),
 
   { method: 'post', path: `${ADMIN_TENANT}/routes`, summary: 'Create a route; config is checked by its transport\'s schema', tag: 'admin: routes', auth: 'admin', body: RouteCreateBody, ok: one(Route, 'the route', 201), errors: [404, 409, 422] },
   { method: 'get', path: `${ADMIN_TENANT}/routes`, summary: 'List routes', tag: 'admin: routes', auth: 'admin', ok: list(Route, 'the routes'), errors: [404] },
@@ -285,6 +368,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/admin/messages', summary: 'The message log, newest first', tag: 'admin: messages', auth: 'admin', query: MessageListQuery, ok: list(MessageSummary, 'a page of messages'), errors: [404, 422] },
   { method: 'get', path: '/admin/messages/{id}', summary: 'One message with recipients, attempts, events and rule verdicts', tag: 'admin: messages', auth: 'admin', ok: one(Message, 'the message'), errors: [404] },
   { method: 'get', path: '/admin/messages/{id}/mime', summary: 'The final MIME as delivered or captured', tag: 'admin: messages', auth: 'admin', ok: { status: 200, description: 'the message', contentType: 'message/rfc822' }, errors: [404] },
+  { method: 'get', path: '/admin/messages/{id}/html', summary: 'Its subject and HTML part, for a preview', tag: 'admin: messages', auth: 'admin', ok: one(Preview, 'the subject and HTML'), errors: [404] },
   { method: 'post', path: '/admin/messages/{id}/retry', summary: 'Retry a queued or deferred message now (409 otherwise)', tag: 'admin: queues', auth: 'admin', ok: one(Message, 'the message'), errors: [404, 409] },
   {
     method: 'post', path: '/admin/messages/{id}/cancel', tag: 'admin: queues', auth: 'admin', ok: one(Message, 'the failed message'), errors: [404, 409],
@@ -305,8 +389,10 @@ export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/v1/messages', summary: 'The tenant\'s message log', tag: 'tenant', auth: 'key', scope: 'read', query: MessageListQuery.omit({ tenant: true }), ok: list(MessageSummary, 'a page of messages'), errors: [422] },
   { method: 'get', path: '/v1/messages/{id}', summary: 'One of the tenant\'s messages', tag: 'tenant', auth: 'key', scope: 'read', ok: one(Message, 'the message'), errors: [404] },
   { method: 'get', path: '/v1/messages/{id}/mime', summary: 'Its final MIME', tag: 'tenant', auth: 'key', scope: 'read', ok: { status: 200, description: 'the message', contentType: 'message/rfc822' }, errors: [404] },
+  { method: 'get', path: '/v1/messages/{id}/html', summary: 'Its subject and HTML part, for a preview', tag: 'tenant', auth: 'key', scope: 'read', ok: one(Preview, 'the subject and HTML'), errors: [404] },
   { method: 'get', path: '/v1/stats', summary: 'The tenant\'s counts per tag', tag: 'tenant', auth: 'key', scope: 'read', query: TenantStatsQuery, ok: one(Stats, 'the statistics'), errors: [422] },
   ...tenantResources('/v1', 'key', 'tenant: templates and domains (full scope)'),
+  ...webhookResources('/v1', 'key', 'tenant: webhooks (full scope)'),
 ];
 
 // ---- The document --------------------------------------------------------------------------

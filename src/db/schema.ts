@@ -116,6 +116,9 @@ export interface MessagesTable {
   created_at: CreatedAt;
   updated_at: UpdatedAt;
   sent_at: Date | null;
+  /** The first open (click) the tracking endpoints recorded; null: none yet. */
+  first_opened_at: Date | null;
+  first_clicked_at: Date | null;
 }
 
 export interface RecipientsTable {
@@ -159,6 +162,8 @@ export interface EventsTable {
   route: ColumnType<string, string | undefined, string>;
   /** Set by the stats roll-up once the event is counted in stats_hourly. */
   rolled_up: ColumnType<boolean, boolean | undefined, boolean>;
+  /** Set by the webhook dispatcher once the event's deliveries exist (src/webhooks/dispatcher.ts). */
+  webhooks_dispatched: ColumnType<boolean, boolean | undefined, boolean>;
 }
 
 /** Event counts per tenant, tag, route and UTC hour, folded in from events by the roll-up. */
@@ -200,6 +205,58 @@ export interface RouteSlotsTable {
   expires_at: Date | null;
 }
 
+export type WebhookEndpointStatus = 'active' | 'disabled';
+export type WebhookDeliveryStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled';
+
+/** A tenant's webhook endpoint (SPEC §6). */
+export interface WebhookEndpointsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  url: string;
+  /** Sealed by SecretBox: the secret signs every request, so it is kept, not hashed. */
+  secret_enc: string;
+  /** Event types, or ['*'] for every type. */
+  events: string[];
+  status: ColumnType<WebhookEndpointStatus, WebhookEndpointStatus | undefined, WebhookEndpointStatus>;
+  disabled_at: Date | null;
+  disabled_reason: string | null;
+  /** Failed attempts since the last success; failing_since: when the first of them was made. */
+  consecutive_failures: ColumnType<number, number | undefined, number>;
+  failing_since: Date | null;
+  created_at: CreatedAt;
+  updated_at: UpdatedAt;
+}
+
+/** One event (or test event) for one endpoint; its id is also its pg-boss job's id. */
+export interface WebhookDeliveriesTable {
+  id: string;
+  endpoint_id: string;
+  tenant_id: string;
+  event_id: number | null;
+  event_type: string;
+  message_id: string | null;
+  /** The exact JSON body sent. */
+  payload: string;
+  status: ColumnType<WebhookDeliveryStatus, WebhookDeliveryStatus | undefined, WebhookDeliveryStatus>;
+  reason: string | null;
+  attempts: ColumnType<number, number | undefined, number>;
+  last_attempt_at: Date | null;
+  completed_at: Date | null;
+  created_at: CreatedAt;
+}
+
+/** One HTTP attempt of a delivery. */
+export interface WebhookAttemptsTable {
+  id: Generated<number>;
+  delivery_id: string;
+  number: number;
+  at: ColumnType<Date, Date | string | undefined, never>;
+  status_code: number | null;
+  error: string | null;
+  response: string | null;
+  duration_ms: number;
+}
+
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
@@ -215,6 +272,9 @@ export interface Database {
   rate_counters: RateCountersTable;
   route_throttle: RouteThrottleTable;
   route_slots: RouteSlotsTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_attempts: WebhookAttemptsTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;
@@ -225,3 +285,6 @@ export type Template = Selectable<TemplatesTable>;
 export type Message = Selectable<MessagesTable>;
 export type Recipient = Selectable<RecipientsTable>;
 export type NewMessage = Insertable<MessagesTable>;
+export type WebhookEndpoint = Selectable<WebhookEndpointsTable>;
+export type WebhookDelivery = Selectable<WebhookDeliveriesTable>;
+export type WebhookAttempt = Selectable<WebhookAttemptsTable>;

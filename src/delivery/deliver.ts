@@ -315,11 +315,23 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<
   const durationMs = Math.round(performance.now() - started);
 
   const log = { tenant: message.tenant_id, message: message.id, route: route?.name ?? message.route_name, attempt: attemptNo, duration_ms: durationMs };
+  const count = (result: Outcome | 'abandoned' | 'superseded' | 'interrupted') => ctx.metrics?.deliveryAttempts.inc({ tenant: log.tenant, route: log.route, result });
   if (job.signal?.aborted) {
+    count('abandoned');
     // pg-boss took the job back (lost claim, expiry, shutdown) and will run it again: what we
     // saw is not ours to record. If the upstream took the message just before, it may go out
     // twice — the one window SPEC §3 allows.
     ctx.log.warn({ ...log, outcome: 'abandoned' }, 'delivery attempt abandoned: job no longer held');
+    return;
+  }
+
+  if (deps.shutdown.aborted && result instanceof DeliveryError && route) {
+    // The stopping worker's grace ran out mid-attempt (SPEC §9): the cut was ours, not the
+    // upstream's doing, so the message goes back to the queue with its attempt not counted. Had
+    // the upstream taken it just before the cut, it goes out twice: the window SPEC §3 allows.
+    const jobId = await recordWithRetry(ctx, () => putBack(deps, job, message.id, route));
+    count('interrupted');
+    ctx.log.warn({ ...log, outcome: 'interrupted', job: jobId }, 'delivery attempt interrupted by shutdown: put back, attempt not counted');
     return;
   }
 
@@ -337,6 +349,7 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<
   const r = await recordWithRetry(ctx, () => record(deps, job, message, route, decision, fallback, attemptNo, durationMs, lastResponses));
 
   if (!r.recorded) {
+    count('superseded');
     ctx.log.warn({ ...log, outcome: 'superseded' }, 'delivery attempt not recorded: message already moved on');
     return;
   }
@@ -350,6 +363,9 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<
     ...(r.nextAttemptAt ? { next_attempt_at: r.nextAttemptAt.toISOString() } : {}),
     ...(fallback ? { fallback: fallback.name } : {}),
   };
+  count(r.outcome);
+  // End to end, acceptance to the upstream's 250 (retries, pauses and fallbacks included).
+  if (r.outcome === 'sent') ctx.metrics?.deliveryLatency.observe(Math.max(0, Date.now() - message.created_at.getTime()) / 1000);
   if (r.outcome === 'sent') ctx.log.info(fields, 'delivery attempt');
   else ctx.log.warn(fields, 'delivery attempt');
 }

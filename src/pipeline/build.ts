@@ -2,13 +2,18 @@
 // From/To/Subject/Reply-To and the non-image attachments, and DKIM-signs when the sender's
 // domain has a key. The bytes built here are exactly what delivery sends and /mime returns.
 import type { Readable } from 'node:stream';
+import libmime from 'libmime';
 import DKIM from 'nodemailer/lib/dkim';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { SecretBox } from '../crypto.ts';
 import type { Executor } from '../db/database.ts';
 import { findSigningDomain } from '../db/domains.repository.ts';
-import type { Address, Submission } from './submission.ts';
+import { SmtpError } from '../smtp/smtp-error.ts';
+import type { Address, Attachment, Submission } from './submission.ts';
 import { senderDomain } from './check-sender.ts';
+
+/** RFC 5322 §2.1.1: no line of a message may be longer than 998 octets (without its CRLF). */
+export const MAX_LINE_OCTETS = 998;
 
 export interface Built {
   mime: Buffer;
@@ -16,6 +21,68 @@ export interface Built {
 }
 
 const fmt = (a: Address) => ({ name: a.name, address: a.address });
+
+/**
+ * CRLF for every line end. nodemailer sends a short ASCII HTML part as 7bit and a longer one as
+ * quoted-printable, both with its line ends as they are: a bare CR or LF would reach the stored
+ * MIME and the upstream, where RFC 5322 §2.3 forbids it and where a lenient server could read
+ * "<LF>.<LF>" as the end of data (SMTP smuggling). Postfix normalises the same way.
+ */
+const crlf = (text: string): string => text.replace(/\r\n|\r|\n/g, '\r\n');
+
+/**
+ * A header is folded only at whitespace (RFC 5322 §2.2.3), so one very long word would make a
+ * line over 998 octets. nodemailer encodes only non-ASCII text; a Subject with such a word goes
+ * out as RFC 2047 encoded-words instead, which may be split anywhere and are joined again by
+ * readers: the subject arrives whole. (900 leaves room for the fold's leading space.)
+ */
+const foldableSubject = (subject: string): string => (/\S{900}/.test(subject) ? libmime.encodeWord(subject, 'Q', 52) : subject);
+
+/** Where the first line longer than 998 octets (without its CRLF) starts, or -1. */
+function longLineAt(bytes: Buffer): number {
+  for (let start = 0; start < bytes.length; ) {
+    const end = bytes.indexOf('\r\n', start);
+    const stop = end < 0 ? bytes.length : end;
+    if (stop - start > MAX_LINE_OCTETS) return start;
+    start = stop + 2;
+  }
+  return -1;
+}
+
+const lineTooLong = (what: string) =>
+  new SmtpError(554, '5.6.0', `${what} longer than ${MAX_LINE_OCTETS} characters, more than a line may hold (RFC 5322 §2.1.1)`, 'invalid_header');
+
+/**
+ * Every other attachment is base64, but an attached message (message/*) travels unencoded (RFC
+ * 2046 §5.2.1): its line ends become CRLF as the HTML's do, and one with a line too long to
+ * send is refused.
+ */
+function attachmentContent(a: Attachment): Buffer {
+  if (!/^message\//.test(a.contentType)) return a.content;
+  const content = Buffer.from(crlf(a.content.toString('latin1')), 'latin1');
+  if (longLineAt(content) >= 0) throw lineTooLong(`The attached message ${a.filename ?? a.contentType} has a line`);
+  return content;
+}
+
+/**
+ * Refuses a built message with a line over 998 octets rather than send what RFC 5322 forbids.
+ * Bodies are encoded into short lines and attached messages were checked; what is left is a
+ * header holding one word too long to fold: a display name, an address, a file name, a content id.
+ */
+function assertLineLengths(mime: Buffer): void {
+  const at = longLineAt(mime);
+  if (at >= 0) throw lineTooLong(`${fieldAt(mime, at)} holds a word`);
+}
+
+/** The name of the header field a line belongs to (continuation lines start with WSP). */
+function fieldAt(mime: Buffer, lineStart: number): string {
+  let s = lineStart;
+  while (s > 0 && (mime[s] === 0x20 || mime[s] === 0x09)) {
+    const previousEnd = mime.lastIndexOf('\r\n', s - 3);
+    s = previousEnd < 0 ? 0 : previousEnd + 2;
+  }
+  return /^([!-9;-~]+):/.exec(mime.toString('latin1', s, s + 100))?.[1] ?? 'A header';
+}
 
 async function collect(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -30,13 +97,13 @@ export async function buildMime(db: Executor, box: SecretBox, hostname: string, 
     from: fmt(from),
     to: sub.to.filter((a) => a.address).map(fmt),
     replyTo: sub.replyTo.length ? sub.replyTo.map(fmt) : undefined,
-    subject: sub.subject,
-    html: sub.html ?? '',
+    subject: foldableSubject(sub.subject),
+    html: crlf(sub.html ?? ''),
     messageId: messageIdHeader,
     date: new Date(),
     attachments: sub.attachments.map((a) => ({
       filename: a.filename ?? undefined,
-      content: a.content,
+      content: attachmentContent(a),
       contentType: a.contentType,
       ...(a.contentId ? { cid: a.contentId } : {}),
     })),
@@ -45,6 +112,7 @@ export async function buildMime(db: Executor, box: SecretBox, hostname: string, 
     disableUrlAccess: true,
   });
   const unsigned = await composer.compile().build();
+  assertLineLengths(unsigned);
   if (sub.testMode) return { mime: unsigned, messageIdHeader };
   const domain = await findSigningDomain(db, sub.principal!.tenant.id, senderDomain(from.address));
   if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, messageIdHeader };

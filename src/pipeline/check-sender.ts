@@ -20,6 +20,12 @@ export function checkSender(db: Executor) {
     if (!verified) {
       throw new SmtpError(550, '5.7.1', `Sender domain ${domain} is not verified for this tenant`, 'domain_not_verified');
     }
+    // The address goes out (From and envelope) with the domain as checked. Spelled otherwise
+    // (upper case, a trailing dot, Unicode, or full-width letters that IDNA maps to ASCII) it
+    // could reach the receiver as a different domain: nodemailer punycodes full-width letters
+    // as they are, and DKIM and DMARC would then judge a domain we never verified.
+    const from = sub.from![0];
+    sub.from![0] = { ...from, address: `${from.address.slice(0, from.address.lastIndexOf('@'))}@${domain}` };
     return sub;
   };
 }

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import type { Config } from '../config.ts';
 import { invalid } from '../services/errors.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
-import { newSubmission, type Address, type Attachment, type Principal, type Submission } from './submission.ts';
+import { newSubmission, withoutNul, type Address, type Attachment, type Principal, type Submission } from './submission.ts';
 
 const addressField = z.string().trim().min(3).max(998);
 const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
@@ -55,12 +55,20 @@ function mailboxes(values: string[], field: string): Address[] {
   return out;
 }
 
+/** Every string of the request without NUL (see withoutNul): most become header text or rows. */
+function stripNul<T>(value: T): T {
+  if (typeof value === 'string') return withoutNul(value) as T;
+  if (Array.isArray(value)) return value.map(stripNul) as T;
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, stripNul(v)])) as T;
+  return value;
+}
+
 /**
  * Builds the Submission for a JSON send. `idempotencyKey` is the request's Idempotency-Key
  * header. Size and recipient limits are the SMTP ones.
  */
 export function httpSubmission(config: Config, principal: Principal, body: unknown, idempotencyKey?: string): Submission {
-  const m = MessageSend.parse(body);
+  const m = stripNul(MessageSend.parse(body));
   const from = mailbox(m.from);
   if (!from) throw new SmtpError(550, '5.1.7', 'From must hold exactly one address', 'invalid_from');
   const to = mailboxes(m.to, 'to');

@@ -12,6 +12,7 @@ import { rateLimit, releaseRateSlot } from './rate-limit.ts';
 import { render, type Renderer } from './render.ts';
 import { resolveRoute } from './resolve-route.ts';
 import type { Submission } from './submission.ts';
+import { track } from './track.ts';
 
 export type Stage = (sub: Submission) => Submission | Promise<Submission>;
 
@@ -31,7 +32,8 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
     applyHeaders,
     checkSender(ctx.db),
     resolveRoute(ctx.db),
-    render(ctx.db, renderer),
+    render(ctx.db, renderer && ctx.metrics ? ctx.metrics.timeRender(renderer) : renderer),
+    track(ctx.config.publicUrl, ctx.tracking),
   ];
   // Only messages accepted as new use up the tenant's rate limit: any other outcome gives the
   // slot back (a failed give-back only makes the limit stricter until the minute ends).
@@ -39,7 +41,7 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
     releaseRateSlot(ctx.db, sub).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message }, 'rate-limit slot not given back'));
 
   async function store(sub: Submission): Promise<Accepted> {
-    const id = uuidv7();
+    const id = sub.id ?? uuidv7();
     const built = await buildMime(ctx.db, ctx.box, ctx.config.hostname, id, sub);
     const principal = sub.principal!;
     const routeName = sub.route?.name ?? sub.routeRef ?? 'capture';
@@ -74,8 +76,10 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
       for (const stage of stages) sub = await stage(sub);
       const accepted = await store(sub);
       if (accepted.duplicate) await releaseSlot(sub);
+      (accepted.duplicate ? ctx.metrics?.messagesDuplicate : ctx.metrics?.messagesAccepted)?.inc({ source: input.source });
       return accepted;
     } catch (err) {
+      ctx.metrics?.rejected(input.source, err);
       await releaseSlot(sub);
       throw err;
     }

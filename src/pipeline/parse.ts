@@ -3,10 +3,38 @@
 import libmime from 'libmime';
 import { simpleParser, type AddressObject, type EmailAddress } from 'mailparser';
 import { SmtpError } from '../smtp/smtp-error.ts';
-import type { Address, Submission } from './submission.ts';
+import { withoutNul, type Address, type Submission } from './submission.ts';
 
 export const MAX_MIME_PARTS = 1000;
+/** The header block of the message, or of any one part (mailsplit's own default). */
+export const MAX_HEADER_BYTES = 1024 * 1024;
 export const PARSE_TIMEOUT_MS = 20_000;
+
+const tooManyParts = () => new SmtpError(554, '5.6.0', `Message has more than ${MAX_MIME_PARTS} MIME parts`, 'too_many_parts');
+
+/**
+ * mailparser stops at its limits with an EMAXLEN error. That is the message's fault, not ours: a
+ * 5xx naming the limit, not the 451 an unknown error gets (the client would retry it forever).
+ */
+function limitError(err: unknown): SmtpError | undefined {
+  if ((err as { code?: string } | null)?.code !== 'EMAXLEN') return undefined;
+  if (/header size/i.test((err as Error).message)) {
+    return new SmtpError(552, '5.3.4', `A header block of the message is larger than ${MAX_HEADER_BYTES / 1024 / 1024} MiB`, 'message_too_large');
+  }
+  return tooManyParts();
+}
+
+const PARSER_OPTIONS = {
+  // mailsplit's limits (mailparser hands its options on; its types omit them), stated here
+  // because parts without a Content-Type header escape countParts.
+  maxHeadSize: MAX_HEADER_BYTES,
+  maxChildNodes: MAX_MIME_PARTS,
+  keepCidLinks: true,
+  skipHtmlToText: true,
+  skipTextToHtml: true,
+  skipImageLinks: true,
+  skipTextLinks: true,
+};
 
 /** Counts Content-Type header lines: an upper bound on the MIME parts, found without parsing. */
 function countParts(raw: Buffer): number {
@@ -25,9 +53,9 @@ function flattenAddresses(value: AddressObject | AddressObject[] | undefined): A
   const walk = (list: EmailAddress[]) => {
     for (const a of list) {
       // An empty group ("Valued Customer:;") is a display name with no address.
-      if (a.group && a.group.length === 0) out.push({ address: '', name: a.name ?? '' });
+      if (a.group && a.group.length === 0) out.push({ address: '', name: withoutNul(a.name ?? '') });
       else if (a.group) walk(a.group);
-      else out.push({ address: a.address ?? '', name: a.name ?? '' });
+      else out.push({ address: withoutNul(a.address ?? ''), name: withoutNul(a.name ?? '') });
     }
   };
   for (const obj of Array.isArray(value) ? value : [value]) walk(obj.value);
@@ -40,9 +68,7 @@ export async function parse(sub: Submission): Promise<Submission> {
   // Some Windows clients write a UTF-8 byte order mark before the first header; it would hide
   // the first header (often From) from the parser.
   if (raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf) raw = raw.subarray(3);
-  if (countParts(raw) > MAX_MIME_PARTS) {
-    throw new SmtpError(554, '5.6.0', `Message has more than ${MAX_MIME_PARTS} MIME parts`, 'too_many_parts');
-  }
+  if (countParts(raw) > MAX_MIME_PARTS) throw tooManyParts();
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -52,15 +78,11 @@ export async function parse(sub: Submission): Promise<Submission> {
   });
   try {
     const mail = await Promise.race([
-      simpleParser(raw, {
-        keepCidLinks: true,
-        skipHtmlToText: true,
-        skipTextToHtml: true,
-        skipImageLinks: true,
-        skipTextLinks: true,
-      }),
+      simpleParser(raw, PARSER_OPTIONS),
       timeout,
-    ]);
+    ]).catch((err: unknown) => {
+      throw limitError(err) ?? err;
+    });
     for (const line of mail.headerLines) {
       const colon = line.line.indexOf(':');
       const rawValue = colon >= 0 ? line.line.slice(colon + 1).replace(/\r?\n[ \t]/g, ' ').trim() : '';
@@ -81,19 +103,19 @@ export async function parse(sub: Submission): Promise<Submission> {
       } catch {
         value = raw;
       }
-      return { name: h.key, value };
+      return { name: withoutNul(h.key), value: withoutNul(value) };
     });
     sub.from = mail.from ? flattenAddresses(mail.from) : undefined;
     sub.to = flattenAddresses(mail.to);
     sub.replyTo = flattenAddresses(mail.replyTo);
-    sub.subject = mail.subject ?? '';
+    sub.subject = withoutNul(mail.subject ?? '');
     sub.html = typeof mail.html === 'string' ? mail.html : null;
     sub.text = typeof mail.text === 'string' ? mail.text : null;
     sub.attachments = mail.attachments.map((a) => ({
-      filename: a.filename ?? null,
-      contentType: (a.contentType || 'application/octet-stream').toLowerCase(),
+      filename: a.filename == null ? null : withoutNul(a.filename),
+      contentType: withoutNul(a.contentType || 'application/octet-stream').toLowerCase(),
       content: a.content,
-      contentId: a.contentId?.replace(/^<|>$/g, ''),
+      contentId: a.contentId === undefined ? undefined : withoutNul(a.contentId.replace(/^<|>$/g, '')),
       inline: a.contentDisposition === 'inline' || a.related === true,
     }));
     // The parsed form is all later stages need; drop the raw bytes early.

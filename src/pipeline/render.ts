@@ -3,7 +3,7 @@
 import type { Executor } from '../db/database.ts';
 import { findTemplate } from '../db/templates.repository.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
-import type { Submission } from './submission.ts';
+import { withoutNul, type Submission } from './submission.ts';
 import type { Template } from '../db/schema.ts';
 
 /**
@@ -29,7 +29,8 @@ export function render(db: Executor, renderer: Renderer | undefined) {
         ? { subject: sub.template.subject, html: sub.template.html, template: sub.template }
         : { subject: sub.subject, html: sub.html ?? '' };
       const out = await renderer(tenantId, source, sub.variables ?? {});
-      if (!sub.template || sub.template.subject) sub.subject = out.subject;
+      // Variables may carry NUL, which no header or database text can hold (withoutNul).
+      if (!sub.template || sub.template.subject) sub.subject = withoutNul(out.subject);
       sub.html = out.html;
       sub.verdicts.push({ rule: 'template', action: 'rendered', detail: sub.template ? `template ${sub.template.name}` : 'message body with variables' });
     }

@@ -52,6 +52,8 @@ export interface Submission {
   trackOpens?: boolean;
   trackClicks?: boolean;
   idempotencyKey?: string;
+  /** The message id, once a stage needs it before storing (tracking tokens name it). */
+  id?: string;
 
   route?: Route;
   template?: Template;
@@ -77,6 +79,13 @@ export function newSubmission(partial: Pick<Submission, 'source' | 'envelope'> &
     ...partial,
   };
 }
+
+/**
+ * Header text without NUL. RFC 5322 forbids NUL in a header, and PostgreSQL's text and jsonb
+ * cannot hold one: left in a subject, tag, route name or file name it would fail the commit or a
+ * lookup with 451 on every retry. It carries no meaning, so it is dropped.
+ */
+export const withoutNul = (text: string): string => (text.includes('\0') ? text.replaceAll('\0', '') : text);
 
 export function header(sub: Submission, name: string): string | undefined {
   const lower = name.toLowerCase();

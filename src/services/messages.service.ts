@@ -1,5 +1,6 @@
 // The message log: filtered, keyset-paginated lists and the full view of one message (its
 // recipients, attempts, events, verdicts and attachments). Shared by the admin and tenant APIs.
+import { simpleParser } from 'mailparser';
 import { z } from 'zod';
 import type { Executor } from '../db/database.ts';
 import * as messages from '../db/messages.repository.ts';
@@ -32,6 +33,10 @@ export const MessageListQuery = z.object({
   recipient: z.string().trim().min(3).max(320).optional(),
   since: dateParam.optional(),
   until: dateParam.optional(),
+  captured: z
+    .enum(['true', 'false'])
+    .optional()
+    .describe('`true`: only messages held by capture (sent with a test key or through a `capture` route), the dashboard\'s inbox; `false`: only the others'),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   cursor: z.string().min(1).optional(),
 });
@@ -70,6 +75,7 @@ export async function listMessages(db: Executor, query: unknown, tenantId?: stri
     recipient: q.recipient,
     since: q.since,
     until: q.until,
+    captured: q.captured === undefined ? undefined : q.captured === 'true',
     before: q.cursor !== undefined ? decodeCursor(q.cursor) : undefined,
     limit: q.limit + 1,
   });
@@ -138,4 +144,21 @@ export async function getMessageView(db: Executor, id: string, tenantId?: string
 /** The final MIME as built at acceptance: what delivery sends and capture stores. */
 export async function getMessageMime(db: Executor, id: string, tenantId?: string): Promise<Buffer> {
   return (await findMessage(messages.findMessage, db, id, tenantId)).mime;
+}
+
+/**
+ * The subject and HTML part of the final MIME, for the dashboard's preview (so the browser never
+ * parses MIME). `html` is null when the message has no HTML part: the pipeline always writes
+ * one, but a message stored before that rule, or by hand, may lack it. The bytes are our own
+ * build, already parsed once at acceptance; cid: links stay as they are (images were removed).
+ */
+export async function getMessageHtml(db: Executor, id: string, tenantId?: string): Promise<{ subject: string; html: string | null }> {
+  const mail = await simpleParser(await getMessageMime(db, id, tenantId), {
+    keepCidLinks: true,
+    skipHtmlToText: true,
+    skipTextToHtml: true,
+    skipImageLinks: true,
+    skipTextLinks: true,
+  });
+  return { subject: mail.subject ?? '', html: typeof mail.html === 'string' ? mail.html : null };
 }

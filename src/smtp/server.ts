@@ -3,10 +3,13 @@
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
 import type { Context } from '../context.ts';
+import { keyPrefix } from '../crypto.ts';
+import { replyClass } from '../metrics.ts';
 import { assertCanSend, invalidKey, lookupKey } from '../pipeline/authenticate.ts';
 import type { AcceptSubmission } from '../pipeline/index.ts';
 import { rateLimitedNow } from '../pipeline/rate-limit.ts';
 import { newSubmission, type Principal } from '../pipeline/submission.ts';
+import { addressKey, SessionLimits } from './limits.ts';
 import { applySmtpServerPatches } from './patches.ts';
 import { SmtpError, toSmtpError } from './smtp-error.ts';
 import type { TlsMaterial } from './tls.ts';
@@ -14,6 +17,14 @@ import type { TlsMaterial } from './tls.ts';
 /** SPEC §3: the 3rd failed AUTH on a connection, or more than 20 from one IP in a minute. */
 export const AUTH_FAILURES_PER_CONNECTION = 3;
 export const AUTH_FAILURES_PER_IP_PER_MINUTE = 20;
+/**
+ * Beyond SPEC: failures presenting one key prefix (`txr_live_XXXX`), from any address. Only
+ * failures count and only failures are refused, so a key's holder is never locked out by
+ * someone guessing at it.
+ */
+export const AUTH_FAILURES_PER_KEY_PER_MINUTE = 20;
+/** After a shutdown's grace, how long replies already in the pipeline may still take. */
+const REPLY_GRACE_MS = 5_000;
 
 export interface SmtpListeners {
   /** Actual ports, STARTTLS ones first then implicit-TLS ones (useful with port 0). */
@@ -46,6 +57,11 @@ class AuthFailureWindow {
   }
 }
 
+/** SPEC §3 / issue 9: while the database or queue is unreachable, new connections get this. */
+export const unavailable = (): SmtpError => new SmtpError(421, '4.3.0', 'Service temporarily unavailable, try again later', 'unavailable');
+
+const tlsRequired = (): SmtpError => new SmtpError(530, '5.7.0', 'Must issue a STARTTLS command first', 'tls_required');
+
 interface SessionState {
   authFailures: number;
   transactionStarted: number;
@@ -57,8 +73,20 @@ function principalOf(session: SMTPServerSession): Principal | undefined {
 
 export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: TlsMaterial): Promise<SmtpListeners> {
   applySmtpServerPatches();
-  const { config, log } = ctx;
+  const { config, log, metrics, readiness } = ctx;
   const failures = new AuthFailureWindow();
+  const keyFailures = new AuthFailureWindow();
+  const servers: SMTPServer[] = [];
+  // Session hooks get the session only; the limits need its connection to answer and close it.
+  const connectionOf = (session: SMTPServerSession) => {
+    for (const server of servers) for (const c of server.connections) if (c.session === session) return c;
+    return undefined;
+  };
+  const limits = new SessionLimits(
+    { maxPerIp: config.smtpMaxPerIp, sessionTimeoutMs: config.smtpSessionTimeoutMs, dataTimeoutMs: config.smtpDataTimeoutMs },
+    log,
+    connectionOf,
+  );
   const states = new WeakMap<SMTPServerSession, SessionState>();
   const stateOf = (s: SMTPServerSession): SessionState => {
     let st = states.get(s);
@@ -85,29 +113,49 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
     hideENHANCEDSTATUSCODES: false,
     hideDSN: true,
     disableReverseLookup: true,
-    maxClients: 1000,
+    // Behind a TCP load balancer: the client's address from the PROXY v1 header (TXRELAY_SMTP_PROXY_PROTOCOL).
+    useProxy: config.smtpProxyProtocol,
+    maxClients: config.smtpMaxClients,
+    // close() below decides when sessions are cut at shutdown, not smtp-server's 30 s default.
+    closeTimeout: 24 * 3600_000,
     logger: false,
 
     onConnect(session: SMTPServerSession, callback: (err?: Error | null) => void) {
-      if (failures.count(session.remoteAddress) > AUTH_FAILURES_PER_IP_PER_MINUTE) {
+      // The monitor's last answer, no query: a client is told at once, not after its DATA.
+      if (readiness && !readiness.ready) {
+        metrics?.smtpConnections.inc({ outcome: 'unready' });
+        log.debug({ smtp: 'connect', session: session.id, ip: session.remoteAddress, outcome: 'unready', reply: 421 }, 'SMTP connection refused: not ready');
+        return callback(unavailable());
+      }
+      if (failures.count(addressKey(session.remoteAddress)) > AUTH_FAILURES_PER_IP_PER_MINUTE) {
+        metrics?.smtpConnections.inc({ outcome: 'auth_lockout' });
         return callback(new SmtpError(421, '4.7.0', 'Too many failed authentications from your address, try again later'));
       }
+      const refusal = limits.admit(session);
+      if (refusal) {
+        metrics?.smtpConnections.inc({ outcome: refusal.code });
+        log.info({ smtp: 'connect', session: session.id, ip: session.remoteAddress, outcome: refusal.code, reply: 421 }, 'SMTP connection refused');
+        return callback(refusal);
+      }
+      metrics?.smtpConnections.inc({ outcome: 'accepted' });
       callback();
     },
 
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (err: Error | null | undefined, response?: { user: unknown }) => void) {
       const st = stateOf(session);
       const fail = (err: SmtpError) => {
+        metrics?.smtpAuth.inc({ outcome: 'invalid' });
         st.authFailures++;
-        const perIp = failures.record(session.remoteAddress);
+        const perIp = failures.record(addressKey(session.remoteAddress));
+        const perKey = keyFailures.record(keyPrefix(candidate));
         log.info({ smtp: 'auth', session: session.id, ip: session.remoteAddress, outcome: 'failed', failures: st.authFailures }, 'SMTP AUTH failed');
-        if (st.authFailures >= AUTH_FAILURES_PER_CONNECTION || perIp > AUTH_FAILURES_PER_IP_PER_MINUTE) {
+        if (st.authFailures >= AUTH_FAILURES_PER_CONNECTION || perIp > AUTH_FAILURES_PER_IP_PER_MINUTE || perKey > AUTH_FAILURES_PER_KEY_PER_MINUTE) {
           return callback(new SmtpError(421, '4.7.0', 'Too many failed authentications, closing connection'));
         }
         callback(err);
       };
       if (config.requireTls && !session.secure) {
-        return callback(new SmtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
+        return callback(tlsRequired());
       }
       // The password is the key; a client that only fills the username with it works too.
       const password = auth.password ?? '';
@@ -116,9 +164,12 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
       lookupKey(ctx.db, candidate).then(
         (principal) => {
           if (!principal) return fail(invalidKey());
+          metrics?.smtpAuth.inc({ outcome: 'ok' });
           callback(null, { user: { principal } });
         },
         (err) => {
+          metrics?.smtpAuth.inc({ outcome: 'error' });
+          readiness?.suspect();
           log.error({ smtp: 'auth', session: session.id, err: (err as Error).message }, 'key lookup failed');
           callback(toSmtpError(err));
         },
@@ -126,23 +177,31 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
     },
 
     onMailFrom(_address: unknown, session: SMTPServerSession, callback: (err?: Error | null) => void) {
-      if (config.requireTls && !session.secure) {
-        return callback(new SmtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
-      }
+      stateOf(session).transactionStarted = Date.now();
       const principal = principalOf(session);
+      // A transaction refused at MAIL FROM is logged and counted like one refused after DATA.
+      const refuse = (err: SmtpError) => {
+        metrics?.smtpTransactions.inc({ outcome: 'rejected', reply_class: replyClass(err.responseCode) });
+        metrics?.rejected('smtp', err);
+        log.info(
+          { smtp: 'transaction', session: session.id, ip: session.remoteAddress, tenant: principal?.tenant.id, stage: 'mail', outcome: 'rejected', reply: err.responseCode, reason: err.code, duration_ms: 0 },
+          'message refused',
+        );
+        callback(err);
+      };
+      if (config.requireTls && !session.secure) return refuse(tlsRequired());
       if (principal) {
         try {
           assertCanSend(principal);
         } catch (err) {
-          return callback(err as SmtpError);
+          return refuse(toSmtpError(err));
         }
       }
-      stateOf(session).transactionStarted = Date.now();
       if (!principal) return callback();
       // A full rate-limit window refuses here, before the client uploads DATA. The count at the
       // end of DATA stays the authoritative check, so a database fault here lets MAIL through.
       rateLimitedNow(ctx.db, principal.tenant).then(
-        (refusal) => callback(refusal),
+        (refusal) => (refusal ? refuse(refusal) : callback()),
         (err: unknown) => {
           log.warn({ smtp: 'mail', session: session.id, tenant: principal.tenant.id, err: (err as Error).message }, 'rate limit check failed; DATA will decide');
           callback();
@@ -157,46 +216,70 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
       callback();
     },
 
-    onData(stream: NodeJS.ReadableStream & { sizeExceeded?: boolean }, session: SMTPServerSession, callback: (err?: Error | null, message?: string) => void) {
+    onClose(session: SMTPServerSession) {
+      limits.release(session);
+    },
+
+    onData(stream: NodeJS.ReadableStream & { sizeExceeded?: boolean }, session: SMTPServerSession, reply: (err?: Error | null, message?: string) => void) {
+      limits.dataStarted(session);
+      // The reply is written before reply() returns (the stream has ended): a deadline or a
+      // shutdown that came while the pipeline ran closes the session after it, never before.
+      const callback = (err?: Error | null, message?: string) => {
+        reply(err, message);
+        limits.replied(session);
+      };
       const chunks: Buffer[] = [];
+      let bytes = 0;
       stream.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
         // Past the limit smtp-server answers 552 itself (rejectOversized); keep nothing.
         if (!stream.sizeExceeded) chunks.push(chunk);
       });
       stream.on('error', (err: Error) => callback(toSmtpError(err)));
       stream.on('end', () => {
+        limits.dataReceived(session);
+        const started = stateOf(session).transactionStarted;
+        const transaction = { smtp: 'transaction', session: session.id, ip: session.remoteAddress, stage: 'data' };
+        // One log line and one count per transaction; never the body or the key.
+        const refused = (err: unknown, size: number) => {
+          const reply = toSmtpError(err);
+          const own = !(err instanceof SmtpError);
+          metrics?.smtpTransactions.inc({ outcome: 'rejected', reply_class: replyClass(reply.responseCode) });
+          // Our own fault may be the database's: the readiness monitor checks at once.
+          if (own) readiness?.suspect();
+          (own ? log.error.bind(log) : log.info.bind(log))(
+            { ...transaction, tenant: principalOf(session)?.tenant.id, size, outcome: 'rejected', reply: reply.responseCode, reason: reply.code, duration_ms: Date.now() - started, ...(own ? { err: err instanceof Error ? err.message : String(err) } : {}) },
+            own ? 'internal error while accepting a message' : 'message refused',
+          );
+          callback(reply);
+        };
         if (stream.sizeExceeded) {
-          return callback(new SmtpError(552, '5.3.4', `Message exceeds the maximum size of ${config.maxMessageBytes} bytes`));
+          // Refused before the pipeline, which counts the other refusals.
+          const tooLarge = new SmtpError(552, '5.3.4', `Message exceeds the maximum size of ${config.maxMessageBytes} bytes`, 'message_too_large');
+          metrics?.rejected('smtp', tooLarge);
+          return refused(tooLarge, bytes);
         }
         const raw = Buffer.concat(chunks);
         chunks.length = 0;
-        const started = stateOf(session).transactionStarted;
         const envelope = {
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           rcptTo: session.envelope.rcptTo.map((r) => r.address),
         };
         accept(newSubmission({ source: 'smtp', envelope, raw, sessionPrincipal: principalOf(session), remoteAddress: session.remoteAddress }))
           .then((accepted) => {
+            const outcome = accepted.duplicate ? 'duplicate' : 'accepted';
+            metrics?.smtpTransactions.inc({ outcome, reply_class: '2xx' });
             log.info(
-              { smtp: 'transaction', session: session.id, ip: session.remoteAddress, tenant: accepted.tenantId, message: accepted.id, tag: accepted.tag, route: accepted.route, size: raw.length, recipients: envelope.rcptTo.length, outcome: accepted.duplicate ? 'duplicate' : 'accepted', reply: 250, ms: Date.now() - started },
+              { ...transaction, tenant: accepted.tenantId, message: accepted.id, tag: accepted.tag, route: accepted.route, size: raw.length, recipients: envelope.rcptTo.length, outcome, reply: 250, duration_ms: Date.now() - started },
               'message accepted',
             );
             callback(null, `2.0.0 Ok: queued as ${accepted.id}`);
           })
-          .catch((err: unknown) => {
-            const reply = toSmtpError(err);
-            const own = !(err instanceof SmtpError);
-            (own ? log.error.bind(log) : log.info.bind(log))(
-              { smtp: 'transaction', session: session.id, ip: session.remoteAddress, tenant: principalOf(session)?.tenant.id, size: raw.length, outcome: 'rejected', reply: reply.responseCode, reason: reply.code, ms: Date.now() - started, ...(own ? { err: err instanceof Error ? err.message : String(err) } : {}) },
-              own ? 'internal error while accepting a message' : 'message refused',
-            );
-            callback(reply);
-          });
+          .catch((err: unknown) => refused(err, raw.length));
       });
     },
   });
 
-  const servers: SMTPServer[] = [];
   const listen = async (port: number, secure: boolean): Promise<number> => {
     const server = new SMTPServer(options(secure) as never);
     server.on('error', (err: Error) => log.error({ smtp: 'server', err: err.message }, 'SMTP server error'));
@@ -220,18 +303,26 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
     ports,
     smtpsPorts,
     async close(deadlineMs = 30_000) {
-      await Promise.all(
-        servers.map(
-          (s) =>
-            new Promise<void>((resolve) => {
-              const timer = setTimeout(resolve, deadlineMs);
-              s.close(() => {
-                clearTimeout(timer);
-                resolve();
-              });
-            }),
-        ),
-      );
+      // No new connections; sessions between transactions are told now, the others after the
+      // reply that ends their transaction (limits.ts). What is left at the deadline is cut, but
+      // a message already in the pipeline still gets its reply (REPLY_GRACE_MS at most).
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      limits.drain();
+      if (await settlesWithin(closed, deadlineMs)) return;
+      log.warn({ smtp: 'shutdown', sessions: limits.open, replying: limits.replying }, 'SMTP sessions still open at the shutdown deadline: closing them');
+      limits.closeAll();
+      await settlesWithin(closed, REPLY_GRACE_MS);
     },
   };
+}
+
+/** Whether `p` settled within `ms`. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

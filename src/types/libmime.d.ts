@@ -2,6 +2,8 @@
 declare module 'libmime' {
   const libmime: {
     decodeWords(value: string): string;
+    /** RFC 2047 encoded-words, split so that none is longer than maxLength. */
+    encodeWord(value: string, encoding: 'Q' | 'B', maxLength?: number): string;
   };
   export default libmime;
 }

@@ -11,6 +11,7 @@ import type { PgBoss } from 'pg-boss';
 import { SecretBox, uuidv7 } from '../../src/crypto.ts';
 import type { Context } from '../../src/context.ts';
 import { findMessageMeta, updateMessage } from '../../src/db/messages.repository.ts';
+import { TrackingTokens } from '../../src/events/tracking-tokens.ts';
 import { createLogger } from '../../src/log.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
 import { createBoss } from '../../src/queue.ts';
@@ -57,7 +58,7 @@ before(async () => {
   boss.on('error', () => {});
   await boss.start();
   const config = testConfig({ DATABASE_URL: tdb.url });
-  ctx = { config, db: tdb.db, boss, box: new SecretBox(TEST_SECRET), log: createLogger('silent'), adminToken: 'x' };
+  ctx = { config, db: tdb.db, boss, box: new SecretBox(TEST_SECRET), tracking: new TrackingTokens(TEST_SECRET), log: createLogger('silent'), adminToken: 'x' };
   const tenant = await createTenant(tdb.db, { name: 'qco' });
   const other = await createTenant(tdb.db, { name: 'qco-other' });
   const main = await createRoute(tdb.db, ctx.box, tenant.id, { name: 'main', transport: 'capture' });

@@ -1,7 +1,8 @@
 // An upstream for the route-limit tests: a real smtp-server on 127.0.0.1 port 0 that accepts
 // everything and writes down when each message was accepted, which client (its EHLO name: each
 // worker process has its own TXRELAY_HOSTNAME) sent it, and how many SMTP transactions and
-// connections were open at once.
+// connections were open at once. A message whose sender hung up before the reply to its final
+// dot is not accepted (nobody was told it was), as a real upstream discards it.
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 
@@ -11,6 +12,8 @@ export interface Accepted {
   /** The client's EHLO name. */
   client: string;
   rcptTo: string[];
+  /** The Message-ID header without its angle brackets (undefined: none). */
+  messageId: string | undefined;
 }
 
 export interface CountingUpstream {
@@ -20,15 +23,25 @@ export interface CountingUpstream {
   transactions: { now: number; max: number };
   /** Connections open at once: now and at most. */
   connections: { now: number; max: number };
+  /** Transactions this client (EHLO name) has open now. */
+  openBy(client: string): number;
+  /** Messages read to the final dot whose sender was gone before the reply: not accepted. */
+  dropped: number;
   close(): Promise<void>;
 }
+
+/** Enough of the message to hold its header. */
+const HEAD_BYTES = 16 * 1024;
 
 export async function startCountingUpstream(options: { dataDelayMs?: number } = {}): Promise<CountingUpstream> {
   const accepted: Accepted[] = [];
   const transactions = { now: 0, max: 0 };
   const connections = { now: 0, max: 0 };
-  /** Sessions with a transaction open, so a dropped connection closes its transaction too. */
-  const open = new Set<string>();
+  /** Sessions with a transaction open (and their client), so a dropped connection closes its transaction too. */
+  const open = new Map<string, string>();
+  /** Sessions whose connection closed. */
+  const closed = new Set<string>();
+  let dropped = 0;
   const timers = new Set<NodeJS.Timeout>();
   const end = (id: string) => {
     if (open.delete(id)) transactions.now--;
@@ -46,21 +59,30 @@ export async function startCountingUpstream(options: { dataDelayMs?: number } = 
     },
     onClose(session) {
       connections.now--;
+      closed.add(session.id);
       end(session.id);
     },
     onMailFrom(_address, session, callback) {
       if (!open.has(session.id)) {
-        open.add(session.id);
+        open.set(session.id, session.hostNameAppearsAs);
         transactions.now++;
         transactions.max = Math.max(transactions.max, transactions.now);
       }
       callback();
     },
     onData(stream, session, callback) {
-      stream.on('data', () => {});
+      let head = '';
+      stream.on('data', (chunk: Buffer) => {
+        if (head.length < HEAD_BYTES) head += chunk.toString('latin1');
+      });
       stream.on('end', () => {
         const finish = () => {
-          accepted.push({ at: Date.now(), client: session.hostNameAppearsAs, rcptTo: session.envelope.rcptTo.map((r) => r.address) });
+          if (closed.has(session.id)) {
+            dropped++;
+            return callback(null, 'OK counted');
+          }
+          const messageId = /^Message-ID:\s*<([^>]*)>/im.exec(head.split(/\r?\n\r?\n/, 1)[0])?.[1];
+          accepted.push({ at: Date.now(), client: session.hostNameAppearsAs, rcptTo: session.envelope.rcptTo.map((r) => r.address), messageId });
           end(session.id);
           callback(null, 'OK counted');
         };
@@ -80,6 +102,10 @@ export async function startCountingUpstream(options: { dataDelayMs?: number } = 
     accepted,
     transactions,
     connections,
+    openBy: (client) => [...open.values()].filter((c) => c === client).length,
+    get dropped() {
+      return dropped;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const timer of timers) clearTimeout(timer);

@@ -2,23 +2,21 @@
 // workers — this process and a second relay process started with TXRELAY_ROLES=worker — share
 // nothing but PostgreSQL, and a real SMTP upstream counts what reaches it.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { startDelivery, type DeliveryWorker } from '../../src/delivery/worker.ts';
 import * as messages from '../../src/db/messages.repository.ts';
 import { reserveSendTime } from '../../src/db/route-limits.repository.ts';
 import type { Route, Tenant } from '../../src/db/schema.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
-import { TEST_ADMIN_TOKEN, TEST_SECRET, testContext, type TestContext } from '../helpers/context.ts';
+import { testContext, type TestContext } from '../helpers/context.ts';
+import { assertAlive, startRelay, stopRelay, type RelayProcess } from '../helpers/process.ts';
 import { startCountingUpstream, type CountingUpstream } from './counting-upstream.ts';
 import { queueMessage, waitFor } from './upstream.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** EHLO names: which process delivered a message. */
 const HERE = 'relay.test';
 const CHILD = 'worker-b.test';
@@ -32,7 +30,7 @@ const WINDOW_MS = 10_000;
 let ctx: TestContext;
 let tenant: Tenant;
 let worker: DeliveryWorker | undefined;
-let child: ChildProcess | undefined;
+let child: RelayProcess | undefined;
 let dataDir: string;
 let paced: CountingUpstream;
 let slow: CountingUpstream;
@@ -42,56 +40,8 @@ let narrowRoute: Route;
 let trickleRoute: Route;
 
 /** A second worker process on the same database: `node src/cli.ts start` with only the worker role. */
-async function startWorkerProcess(): Promise<ChildProcess> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  // Not a test process: keep node --test's plumbing out of it.
-  delete env.NODE_TEST_CONTEXT;
-  delete env.NODE_OPTIONS;
-  const logFile = path.join(dataDir, 'worker-b.log');
-  const fd = fs.openSync(logFile, 'a');
-  const proc = spawn(process.execPath, ['src/cli.ts', 'start'], {
-    cwd: ROOT,
-    env: {
-      ...env,
-      DATABASE_URL: ctx.tdb.url,
-      TXRELAY_ROLES: 'worker',
-      TXRELAY_HOSTNAME: CHILD,
-      TXRELAY_DATA_DIR: dataDir,
-      TXRELAY_ADMIN_TOKEN: TEST_ADMIN_TOKEN,
-      TXRELAY_SECRET: TEST_SECRET,
-      LOG_LEVEL: 'info',
-      NODE_ENV: 'test',
-    },
-    stdio: ['ignore', fd, fd],
-  });
-  fs.closeSync(fd);
-  let exited: string | undefined;
-  proc.once('exit', (code, signal) => (exited = `exited with ${code ?? signal}`));
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const log = fs.readFileSync(logFile, 'utf8');
-    if (log.includes('"txrelay started"')) return proc;
-    if (exited || Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error(`worker process did not start (${exited ?? 'timeout'}); log:\n${log.slice(-4000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function stopWorkerProcess(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const gone = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  proc.kill('SIGTERM');
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-  await gone;
-  clearTimeout(timer);
-}
-
-function assertChildAlive(): void {
-  if (child && child.exitCode === null && child.signalCode === null) return;
-  const log = fs.readFileSync(path.join(dataDir, 'worker-b.log'), 'utf8');
-  assert.fail(`the second worker process exited (${child?.exitCode ?? child?.signalCode}); log tail:\n${log.slice(-3000)}`);
+function startWorkerProcess(): Promise<RelayProcess> {
+  return startRelay('worker-b', dataDir, { DATABASE_URL: ctx.tdb.url, TXRELAY_ROLES: 'worker', TXRELAY_HOSTNAME: CHILD, TXRELAY_DATA_DIR: dataDir });
 }
 
 /** Queues `count` messages on the route, a few commits at a time; their ids. */
@@ -124,7 +74,7 @@ before(async () => {
 
 after(async () => {
   await worker?.stop(2_000);
-  if (child) await stopWorkerProcess(child);
+  if (child) await stopRelay(child);
   await paced?.close();
   await slow?.close();
   await trickle?.close();
@@ -139,7 +89,7 @@ describe('route limits across worker processes', () => {
     const from = first + WARM_UP_MS;
     const to = from + WINDOW_MS;
     await waitFor('the end of the measuring window', async () => (Date.now() >= to + 200 ? true : undefined), WARM_UP_MS + WINDOW_MS + 10_000);
-    assertChildAlive();
+    assertAlive(child!);
 
     const inWindow = paced.accepted.filter((a) => a.at >= from && a.at < to);
     const rate = inWindow.length / (WINDOW_MS / 1000);
@@ -157,7 +107,7 @@ describe('route limits across worker processes', () => {
     const count = 24;
     await queueMany(narrowRoute, count, 'narrow');
     await waitFor('every message to reach the upstream', async () => (slow.accepted.length >= count ? true : undefined), 40_000);
-    assertChildAlive();
+    assertAlive(child!);
     t.diagnostic(`at most ${slow.transactions.max} transactions and ${slow.connections.max} connections at once; by process: ${JSON.stringify(byClient(slow.accepted))}`);
     assert.ok(slow.transactions.max <= 2, `at most 2 transactions at once, saw ${slow.transactions.max}`);
     assert.equal(slow.transactions.max, 2, 'the route used both of its slots');
@@ -169,7 +119,7 @@ describe('route limits across worker processes', () => {
     for (let i = 0; i < 8; i++) last = (await reserveSendTime(ctx.db, trickleRoute.id, 1)).at;
     const ids = await queueMany(trickleRoute, 2, 'trickle');
     await waitFor('both messages to reach the upstream', async () => (trickle.accepted.length >= 2 ? true : undefined), 30_000);
-    assertChildAlive();
+    assertAlive(child!);
 
     const rows = await Promise.all(
       ids.map((id) =>

@@ -368,7 +368,7 @@ describe('delivery worker', () => {
 });
 
 describe('delivery worker shutdown with a grace period', () => {
-  test('stop(graceMs) aborts a delivery still running after the grace and records it as deferred', async () => {
+  test('stop(graceMs) aborts a delivery still running after the grace and puts it back, its attempt not counted', async () => {
     const stuck = await upstream({ dataDelayMs: 10_000 });
     const route = await smtpRoute('stuck', stuck.port);
     const w = await startDelivery(ctx, { reconcileIntervalMs: 60_000, routePollMs: 60_000 });
@@ -378,10 +378,12 @@ describe('delivery worker shutdown with a grace period', () => {
     await w.stop(300);
     assert.ok(Date.now() - started < 3_000, `stop took ${Date.now() - started} ms`);
     const m = await message(id);
-    assert.equal(m.status, 'deferred', 'the interrupted attempt was recorded, to be retried');
-    assert.equal(m.attempts, 1);
+    assert.equal(m.status, 'queued', 'the interrupted message waits for its next attempt');
+    assert.equal(m.attempts, 0, 'the attempt cut short by the shutdown is not counted');
+    assert.deepEqual(await messages.listAttempts(ctx.db, id), []);
+    // A live job, due at once, for whichever worker runs next.
     assert.notEqual(m.job_id, id);
-    const [a] = await messages.listAttempts(ctx.db, id);
-    assert.equal(a.outcome, 'deferred');
+    const job = await sql<{ state: string }>`SELECT state FROM pgboss.job WHERE id = ${m.job_id}::uuid`.execute(ctx.db);
+    assert.equal(job.rows[0]?.state, 'created');
   });
 });

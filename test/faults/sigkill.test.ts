@@ -4,24 +4,24 @@
 // messages from several clients, is SIGKILLed mid-stream, restarted on the same ports, and
 // every acknowledged message must then reach a real upstream exactly once.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
 import { SecretBox } from '../../src/crypto.ts';
 import { freePort } from '../../src/db/embedded.ts';
 import { addDomain } from '../../src/services/domains.service.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createKey, createTenant } from '../../src/services/tenants.service.ts';
-import { TEST_ADMIN_TOKEN, TEST_SECRET } from '../helpers/context.ts';
+import { TEST_SECRET } from '../helpers/context.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
+import { assertAlive, killHard, startRelay, type RelayProcess } from '../helpers/process.ts';
+import { queueStates } from '../helpers/queue-state.ts';
 import { plain, RawSmtp } from '../helpers/smtp-client.ts';
 import { startUpstream, type Received, type Upstream } from '../helpers/upstream.ts';
+import { pendingWork } from './invariants.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // The exact enhanced code of the 250 is test/smtp's business; here only "queued as <id>" counts.
 const QUEUED = /^250 2\.\d{1,3}\.\d{1,3} Ok: queued as ([0-9a-f-]{36})$/;
 const CLIENTS = 5;
@@ -42,7 +42,7 @@ let dataDir: string;
 let key: string;
 let smtpPort: number;
 let httpPort: number;
-const children: ChildProcess[] = [];
+const relays: RelayProcess[] = [];
 /** Set to end the clients' stream (also by `after`, should the test fail mid-stream). */
 let stopStreaming = false;
 /** When the upstream accepted each message (its onData hook runs just before the 250). */
@@ -57,61 +57,24 @@ interface Sent {
   id?: string;
 }
 
-function relayEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  // The relay is not a test process: keep node --test's plumbing out of it.
-  delete env.NODE_TEST_CONTEXT;
-  delete env.NODE_OPTIONS;
+/** The relay's settings; test/helpers/process.ts adds the rest (secrets, loopback, no TLS). */
+function relayVars(): NodeJS.ProcessEnv {
   return {
-    ...env,
     DATABASE_URL: tdb.url,
     TXRELAY_SMTP_PORTS: String(smtpPort),
     TXRELAY_SMTPS_PORTS: '',
     TXRELAY_HTTP_PORT: String(httpPort),
-    TXRELAY_BIND: '127.0.0.1',
     TXRELAY_DATA_DIR: dataDir,
-    TXRELAY_ADMIN_TOKEN: TEST_ADMIN_TOKEN,
-    TXRELAY_SECRET: TEST_SECRET,
     TXRELAY_HOSTNAME: 'relay.test',
-    TXRELAY_REQUIRE_TLS: 'false',
     TXRELAY_ROLES: 'smtp,api,worker',
-    LOG_LEVEL: 'info',
-    NODE_ENV: 'test',
   };
 }
 
-/** Starts `node src/cli.ts start`; resolves once it logged "txrelay started" (bounded). */
-async function startRelay(n: number): Promise<ChildProcess> {
-  const logFile = path.join(dataDir, `relay-${n}.log`);
-  const fd = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, ['src/cli.ts', 'start'], { cwd: ROOT, env: relayEnv(), stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
-  children.push(child);
-  let exited: string | undefined;
-  child.once('exit', (code, signal) => (exited = `exited with ${code ?? signal}`));
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const log = fs.readFileSync(logFile, 'utf8');
-    if (log.includes('"txrelay started"')) return child;
-    if (exited || Date.now() > deadline) {
-      throw new Error(`relay ${n} did not start (${exited ?? 'timeout'}); log:\n${log.slice(-4000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Fails when a relay this test did not kill has exited (something else signalled it, or it crashed). */
-function assertAlive(child: ChildProcess, name: string): void {
-  if (child.exitCode === null && child.signalCode === null) return;
-  const log = fs.readFileSync(path.join(dataDir, `${name}.log`), 'utf8');
-  assert.fail(`${name} exited unexpectedly (${child.exitCode ?? child.signalCode}), not killed by this test; log tail:\n${log.slice(-3000)}`);
-}
-
-async function killHard(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGKILL');
-  await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
+/** Starts relay number n and waits until it logged "txrelay started" (bounded). */
+async function startNumbered(n: number): Promise<RelayProcess> {
+  const relay = await startRelay(`relay-${n}`, dataDir, relayVars());
+  relays.push(relay);
+  return relay;
 }
 
 function messageIdOf(raw: Buffer): string | undefined {
@@ -181,7 +144,7 @@ before(async () => {
 
 after(async () => {
   stopStreaming = true;
-  for (const c of children) await killHard(c);
+  for (const r of relays) await killHard(r);
   await upstream?.close();
   await tdb?.close();
   if (dataDir) {
@@ -191,28 +154,28 @@ after(async () => {
 });
 
 test('SIGKILL mid-stream loses no acknowledged message and sends each once', { timeout: 150_000 }, async (t) => {
-  const first = await startRelay(1);
+  const first = await startNumbered(1);
   const sent: Sent[] = [];
   const streamStart = Date.now();
   const streaming = Promise.all(Array.from({ length: CLIENTS }, (_, i) => streamFrom(i, () => stopStreaming || Date.now() - streamStart > 60_000, sent)));
 
   await new Promise((r) => setTimeout(r, STREAM_BEFORE_KILL_MS));
-  assertAlive(first, 'relay-1');
+  assertAlive(first);
   const killAt = Date.now();
   await killHard(first);
   const killedAt = Date.now();
-  assert.equal(first.signalCode, 'SIGKILL', 'the first relay died of SIGKILL');
+  assert.equal(first.child.signalCode, 'SIGKILL', 'the first relay died of SIGKILL');
   const upstreamAtKill = upstream.received.length;
   // Jobs the dead process held: pg-boss hands them out again once their heartbeat lapses.
   const held = await sql<{ message_id: string }>`SELECT data->>'messageId' AS message_id FROM pgboss.job WHERE name LIKE 'route.%' AND state = 'active'`.execute(tdb.db);
   const heldIds = held.rows.map((r) => r.message_id);
 
-  const second = await startRelay(2);
+  const second = await startNumbered(2);
   const restartedAt = Date.now();
   await new Promise((r) => setTimeout(r, STREAM_AFTER_RESTART_MS));
   stopStreaming = true;
   await streaming;
-  assertAlive(second, 'relay-2');
+  assertAlive(second);
   const streamEnd = Date.now();
 
   const acked = sent.filter((s) => s.id);
@@ -235,23 +198,13 @@ test('SIGKILL mid-stream loses no acknowledged message and sends each once', { t
   let allArrivedAt: number | undefined;
   const deadline = Date.now() + DELIVERY_WAIT_MS;
   for (;;) {
-    assertAlive(second, 'relay-2');
+    assertAlive(second);
     const got = arrived();
     const missing = [...ackedIds].filter((id) => !got.has(id));
     if (missing.length === 0) allArrivedAt ??= Date.now();
-    if (missing.length === 0) {
-      const pending = await sql<{ n: number }>`
-        SELECT (SELECT count(*) FROM messages WHERE status IN ('queued', 'deferred'))
-             + (SELECT count(*) FROM pgboss.job WHERE name LIKE 'route.%' AND state IN ('created', 'retry', 'active')) AS n`.execute(tdb.db);
-      if (Number(pending.rows[0].n) === 0) break;
-    }
+    if (missing.length === 0 && (await pendingWork(tdb.db)) === 0) break;
     if (Date.now() > deadline) {
-      const states = await sql<{ status: string; n: number }>`SELECT status, count(*)::int AS n FROM messages GROUP BY status`.execute(tdb.db);
-      const jobs = await sql<{ state: string; n: number }>`SELECT state, count(*)::int AS n FROM pgboss.job WHERE name LIKE 'route.%' GROUP BY state`.execute(tdb.db);
-      assert.fail(
-        `${missing.length} acknowledged message(s) not delivered within ${DELIVERY_WAIT_MS} ms (e.g. ${missing.slice(0, 5).join(', ')}); ` +
-          `messages by status ${JSON.stringify(states.rows)}, jobs by state ${JSON.stringify(jobs.rows)}`,
-      );
+      assert.fail(`${missing.length} acknowledged message(s) not delivered within ${DELIVERY_WAIT_MS} ms (e.g. ${missing.slice(0, 5).join(', ')}); ${await queueStates(tdb.db)}`);
     }
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -318,5 +271,5 @@ test('SIGKILL mid-stream loses no acknowledged message and sends each once', { t
   };
   t.diagnostic(`sigkill: ${JSON.stringify(report)}`);
   console.log('sigkill report', report);
-  assertAlive(second, 'relay-2');
+  assertAlive(second);
 });

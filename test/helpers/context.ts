@@ -3,6 +3,7 @@
 import { loadConfig, type Config } from '../../src/config.ts';
 import { SecretBox } from '../../src/crypto.ts';
 import type { Context } from '../../src/context.ts';
+import { TrackingTokens } from '../../src/events/tracking-tokens.ts';
 import { createLogger } from '../../src/log.ts';
 import { createBoss } from '../../src/queue.ts';
 import { testDatabase, type TestDatabase } from './db.ts';
@@ -40,6 +41,7 @@ export async function testContext(overrides: Record<string, string> = {}): Promi
     db: tdb.db,
     boss,
     box: new SecretBox(TEST_SECRET),
+    tracking: new TrackingTokens(TEST_SECRET),
     log: createLogger(config.logLevel),
     adminToken: TEST_ADMIN_TOKEN,
     async close() {

@@ -21,7 +21,8 @@ export interface TestDatabase extends DbHandle {
   restart(): Promise<void>;
 }
 
-export async function testDatabase(): Promise<TestDatabase> {
+/** `migrate: false` leaves the database empty, for tests of processes that migrate it themselves. */
+export async function testDatabase(options: { migrate?: boolean } = {}): Promise<TestDatabase> {
   let url: string;
   let server: EmbeddedServer | undefined;
   let dataDir: string | undefined;
@@ -42,7 +43,7 @@ export async function testDatabase(): Promise<TestDatabase> {
     url = server.url;
   }
   const handle = openDatabase(url, { max: 10, applicationName: 'txrelay-test' });
-  await migrateToLatest(handle.db);
+  if (options.migrate !== false) await migrateToLatest(handle.db);
   return {
     ...handle,
     dataDir,

@@ -3,6 +3,7 @@
 import nodemailer from 'nodemailer';
 import { startApp, type RunningApp } from '../../src/app.ts';
 import type { Context } from '../../src/context.ts';
+import type { Logger } from '../../src/log.ts';
 import type { TxtResolver } from '../../src/services/domain-verification.service.ts';
 import { addDomain } from '../../src/services/domains.service.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
@@ -28,11 +29,12 @@ export const noDns: TxtResolver = async (hostname) => {
   throw Object.assign(new Error(`queryTxt ECONNREFUSED ${hostname} (no DNS in tests)`), { code: 'ECONNREFUSED' });
 };
 
-export async function startTestRelay(env: Record<string, string> = {}, tdb?: TestDatabase, options: { resolveTxt?: TxtResolver } = {}): Promise<TestRelay> {
+export async function startTestRelay(env: Record<string, string> = {}, tdb?: TestDatabase, options: { resolveTxt?: TxtResolver; log?: Logger } = {}): Promise<TestRelay> {
   const db = tdb ?? (await testDatabase());
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-data-'));
   const app = await startApp(testConfig({ DATABASE_URL: db.url, TXRELAY_DATA_DIR: dataDir, NODE_ENV: 'test-no-seed', ...env }), {
     resolveTxt: options.resolveTxt ?? noDns,
+    ...(options.log ? { log: options.log } : {}),
   });
   return {
     app,

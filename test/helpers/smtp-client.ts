@@ -8,6 +8,8 @@ export class RawSmtp {
   #buffer = '';
   #waiters: (() => void)[] = [];
   closed = false;
+  /** The server's first reply: `220 …`, or a refusal such as `421 4.3.0 …` (then the connection closes). */
+  greeting = '';
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -27,16 +29,23 @@ export class RawSmtp {
     socket.on('error', () => {});
   }
 
-  static async connect(port: number, options: { secure?: boolean } = {}): Promise<RawSmtp> {
+  /**
+   * `proxy`: a PROXY protocol header line (without CRLF) sent before the greeting is awaited.
+   * `localAddress`: the client's own address, another loopback one (127.0.0.2, …) to play a
+   * second client machine.
+   */
+  static async connect(port: number, options: { secure?: boolean; proxy?: string; localAddress?: string } = {}): Promise<RawSmtp> {
+    const local = options.localAddress ? { localAddress: options.localAddress } : {};
     const socket = options.secure
-      ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false })
-      : net.connect(port, '127.0.0.1');
+      ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ...local })
+      : net.connect({ port, host: '127.0.0.1', ...local });
     await new Promise<void>((resolve, reject) => {
       socket.once(options.secure ? 'secureConnect' : 'connect', () => resolve());
       socket.once('error', reject);
     });
     const c = new RawSmtp(socket);
-    await c.reply(); // greeting
+    if (options.proxy !== undefined) socket.write(`${options.proxy}\r\n`);
+    c.greeting = await c.reply();
     return c;
   }
 
@@ -70,8 +79,10 @@ export class RawSmtp {
     this.socket.write(data);
   }
 
-  async starttls(): Promise<string> {
-    const r = await this.cmd('STARTTLS');
+  /** STARTTLS and the TLS handshake; `pipelined` is written in the same packet (an injection). */
+  async starttls(pipelined = ''): Promise<string> {
+    this.socket.write('STARTTLS\r\n' + pipelined);
+    const r = await this.reply();
     const secure = tls.connect({ socket: this.socket, rejectUnauthorized: false });
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', () => resolve());

@@ -10,6 +10,7 @@ import { routesRouter } from './routes.ts';
 import { statsRouter } from './stats.ts';
 import { templatesRouter } from './templates.ts';
 import { loadTenant, tenantsRouter } from './tenants.ts';
+import { webhooksRouter } from './webhooks.ts';
 
 export function adminRouter(ctx: Context, resolveTxt: TxtResolver): Router {
   const router = Router();
@@ -19,6 +20,7 @@ export function adminRouter(ctx: Context, resolveTxt: TxtResolver): Router {
   router.use('/tenants/:tenant/domains', domainsRouter(ctx, resolveTxt));
   router.use('/tenants/:tenant/routes', routesRouter(ctx));
   router.use('/tenants/:tenant/templates', templatesRouter(ctx));
+  router.use('/tenants/:tenant/webhooks', webhooksRouter(ctx));
   router.use('/messages', messagesRouter(ctx));
   router.use('/queues', queuesRouter(ctx));
   router.use('/stats', statsRouter(ctx));

@@ -1,8 +1,9 @@
-// Admin: the message log across tenants (`?tenant=` narrows it), one message, its MIME, and
-// the queue operations on one message (retry now, cancel, requeue), which answer its new view.
+// Admin: the message log across tenants (`?tenant=` narrows it), one message, its MIME, its HTML
+// part (the dashboard's preview), and the queue operations on one message (retry now, cancel,
+// requeue), which answer its new view.
 import { Router } from 'express';
 import type { Context } from '../../context.ts';
-import { getMessageMime, getMessageView, listMessages } from '../../services/messages.service.ts';
+import { getMessageHtml, getMessageMime, getMessageView, listMessages } from '../../services/messages.service.ts';
 import { cancelMessage, requeueMessage, retryMessage } from '../../services/queue.service.ts';
 
 export function messagesRouter(ctx: Context): Router {
@@ -20,6 +21,11 @@ export function messagesRouter(ctx: Context): Router {
     const mime = await getMessageMime(ctx.db, req.params.id);
     res.set('Content-Disposition', `inline; filename="${req.params.id}.eml"`);
     res.type('message/rfc822').send(mime);
+  });
+
+  // The dashboard's preview: the HTML part as JSON, so the browser never parses MIME.
+  router.get('/:id/html', async (req, res) => {
+    res.json(await getMessageHtml(ctx.db, req.params.id));
   });
 
   const deps = { db: ctx.db, boss: ctx.boss, log: ctx.log, via: 'api' as const };

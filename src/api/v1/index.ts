@@ -1,5 +1,5 @@
-// The tenant API (SPEC §7) under /v1: everything is scoped to the API key's tenant. Templates
-// and domains reuse the admin routers, which read the tenant from res.locals.tenant; a tenant
+// The tenant API (SPEC §7) under /v1: everything is scoped to the API key's tenant. Templates,
+// domains and webhooks reuse the admin routers, which read the tenant from res.locals.tenant; a tenant
 // cannot mark its own domain verified. Another tenant's resource is simply not found (404).
 import { Router, type RequestHandler } from 'express';
 import type { Config } from '../../config.ts';
@@ -9,6 +9,7 @@ import type { TxtResolver } from '../../services/domain-verification.service.ts'
 import { getStats } from '../../services/stats.service.ts';
 import { domainsRouter } from '../admin/domains.ts';
 import { templatesRouter } from '../admin/templates.ts';
+import { webhooksRouter } from '../admin/webhooks.ts';
 import { principalOf, requireKey, requireRight } from './auth.ts';
 import { messagesRouter } from './messages.ts';
 
@@ -40,5 +41,6 @@ export function v1Router(ctx: Context, accept: AcceptSubmission, resolveTxt: Txt
   });
   router.use('/templates', requireRight('manage'), templatesRouter(ctx));
   router.use('/domains', requireRight('manage'), domainsRouter(ctx, resolveTxt, { manualVerify: false }));
+  router.use('/webhooks', requireRight('manage'), webhooksRouter(ctx, { disabledBy: 'disabled by the tenant' }));
   return router;
 }
