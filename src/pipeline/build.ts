@@ -106,6 +106,10 @@ export async function buildMime(db: Executor, box: SecretBox, hostname: string, 
       content: attachmentContent(a),
       contentType: a.contentType,
       ...(a.contentId ? { cid: a.contentId } : {}),
+      // A forwarded message goes out as an attachment, whatever the client said: an inline
+      // message/rfc822 part is parsed into its container by some readers (mailparser merges it,
+      // and hangs on an empty one), which is not what a transactional message is made of.
+      ...(a.contentType.startsWith('message/') ? { contentDisposition: 'attachment' as const } : {}),
     })),
     // Keep the envelope out of the headers: recipients are the envelope's (Bcc stays hidden).
     disableFileAccess: true,

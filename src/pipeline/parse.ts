@@ -29,6 +29,10 @@ const PARSER_OPTIONS = {
   // because parts without a Content-Type header escape countParts.
   maxHeadSize: MAX_HEADER_BYTES,
   maxChildNodes: MAX_MIME_PARTS,
+  // An attached message is kept as an attachment, never parsed into this one: mailparser would
+  // merge an inline message/rfc822 part's body into ours, and (3.9.31) waits forever on an empty
+  // inline one. Either way it is not the HTML part a transactional message is made of.
+  ignoreEmbedded: true,
   keepCidLinks: true,
   skipHtmlToText: true,
   skipTextToHtml: true,

@@ -55,6 +55,23 @@ test('nesting 1,000 deep: 554 5.6.0; 900 deep: parsed in full and the innermost 
   assert.match(String(mail.html), /<p>the bottom<\/p>/);
 });
 
+test('inline message/rfc822 parts, empty or not, are sent as attachments; the reply is immediate, not a parse timeout', async () => {
+  // mailparser 3.9.31 waited forever on the empty one, so the relay answered 451 after 20 s and
+  // a client would have retried it for ever.
+  for (const inner of ['', 'From: x@inner.example\r\nSubject: inner\r\n\r\n<p>inner body</p>\r\n']) {
+    const raw = [
+      FROM.trimEnd(), 'Content-Type: multipart/mixed; boundary=b', '',
+      '--b', 'Content-Type: text/html', '', '<p>outer</p>',
+      '--b', 'Content-Type: message/rfc822', 'Content-Disposition: inline', '', inner + '--b--',
+    ].join('\r\n');
+    const { mail, mime } = await stored(await submit(raw));
+    assert.match(mime.toString(), /Content-Type: message\/rfc822\r\n(.+\r\n)*Content-Disposition: attachment/, 'sent as an attachment');
+    assert.match(String(mail.html), /<p>outer<\/p>/);
+    assert.doesNotMatch(String(mail.html), /inner body/, 'the attached message is not merged into the HTML');
+    assert.deepEqual(mail.attachments.map((a) => a.contentType), ['message/rfc822']);
+  }
+});
+
 test('broken base64 is decoded leniently, like any MUA would, and the rest of the message is whole', async () => {
   const raw = [
     FROM.trimEnd(), 'Content-Type: multipart/mixed; boundary=b', '',

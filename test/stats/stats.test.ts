@@ -33,6 +33,7 @@ const point = (when: Date, counts: Partial<typeof COUNTS>) => ({ at: iso(when), 
 let ctx: TestContext;
 let deps: DeliveryDeps;
 let upstream: Upstream;
+const flakySeen = new Set<string>();
 
 async function tenantWithRoutes(name: string): Promise<{ tenant: Tenant; capture: Route; smtp: Route }> {
   const tenant = await createTenant(ctx.db, { name });
@@ -107,6 +108,11 @@ before(async () => {
   upstream = await startUpstream({
     rcptTo(address) {
       if (address.startsWith('soft@')) return reply(451, '4.3.0 try again later');
+      // flaky@ is told to try later once, then accepted.
+      if (address.startsWith('flaky') && !flakySeen.has(address)) {
+        flakySeen.add(address);
+        return reply(451, '4.3.0 try again later');
+      }
       if (address.startsWith('hard@')) return reply(550, '5.1.1 no such user');
       return undefined;
     },
@@ -208,6 +214,28 @@ describe('stats roll-up and query', () => {
     const onlyReset = await getStats(ctx.db, { ...period, tag: 'reset' }, tenant.id);
     assert.deepEqual(onlyReset.tags.map((t) => t.tag), ['reset']);
     assert.deepEqual(onlyReset.tags[0].totals, hourly.tags[0].totals);
+  });
+
+  test('mixed outcomes: sent, failed and deferred-then-sent, each counted once in the roll-up', async () => {
+    const { tenant, smtp } = await tenantWithRoutes('mixed');
+    const ok = await accept(smtp, 'mixed', ['ok@example.net']);
+    const bad = await accept(smtp, 'mixed', ['hard@example.net']);
+    const flaky = await accept(smtp, 'mixed', ['flaky@example.net']);
+    assert.equal(await deliver(ok), 'sent');
+    assert.equal(await deliver(bad), 'failed');
+    assert.equal(await deliver(flaky), 'deferred');
+    assert.equal(await deliver(flaky), 'sent');
+    const types = await ctx.db.selectFrom('events').select('type').where('message_id', '=', flaky).orderBy('id').execute();
+    assert.deepEqual(types.map((e) => e.type), ['accepted', 'deferred', 'sent'], 'one event per status change');
+
+    const expected = { ...COUNTS, accepted: 3, sent: 2, deferred: 1, failed: 1, delivery_rate: 0.6667 };
+    // Before the roll-up (counted from the events) and after it (from stats_hourly): the same.
+    assert.deepEqual((await getStats(ctx.db, {}, tenant.id)).tags.map((t) => [t.tag, t.totals]), [['mixed', expected]]);
+    await rollUpAll();
+    assert.equal(await unrolled(tenant.id), 0);
+    assert.deepEqual((await getStats(ctx.db, {}, tenant.id)).tags.map((t) => [t.tag, t.totals]), [['mixed', expected]]);
+    const byRoute = await getStats(ctx.db, { route: 'upstream' }, tenant.id);
+    assert.deepEqual(byRoute.tags.map((t) => t.totals), [expected]);
   });
 
   test('events not rolled up yet are counted, once, before and after the roll-up', async () => {
