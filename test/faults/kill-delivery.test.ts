@@ -8,55 +8,27 @@
 // Throughout: every waiting message has a live job (the dead process's jobs stay `active` until
 // pg-boss's heartbeat check hands them out again), and no message is in two deliveries at once.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
-import { SecretBox } from '../../src/crypto.ts';
-import { freePort } from '../../src/db/embedded.ts';
-import { addDomain } from '../../src/services/domains.service.ts';
-import { createRoute } from '../../src/services/routes.service.ts';
-import { createKey, createTenant } from '../../src/services/tenants.service.ts';
-import { TEST_SECRET } from '../helpers/context.ts';
-import { testDatabase, type TestDatabase } from '../helpers/db.ts';
-import { assertAlive, killHard, startRelay, type RelayProcess } from '../helpers/process.ts';
-import { plain, RawSmtp } from '../helpers/smtp-client.ts';
-import { startFaultUpstream, type FaultUpstream } from './fault-upstream.ts';
+import type { TestDatabase } from '../helpers/db.ts';
+import { assertAlive } from '../helpers/process.ts';
+import type { FaultUpstream } from './fault-upstream.ts';
 import { copiesById, messagesWithoutLiveJob, pendingWork, until } from './invariants.ts';
+import { createRig, QUEUED, type Rig } from './rig.ts';
 
-const QUEUED = /^250 2\.0\.0 Ok: queued as ([0-9a-f-]{36})$/;
 /**
  * A dead process's job comes back after its heartbeat (10 s) lapsed, at the next pg-boss
  * monitor pass (every 10 s), after the retry delay (10 s): well under this.
  */
 const RECOVERY_WAIT_MS = 75_000;
 
+let rig: Rig;
 let tdb: TestDatabase;
 let upstream: FaultUpstream;
-let dataDir: string;
-let key: string;
-let smtpPort: number;
-let httpPort: number;
-const relays: RelayProcess[] = [];
-
-async function start(): Promise<RelayProcess> {
-  const relay = await startRelay(`relay-${relays.length + 1}`, dataDir, {
-    DATABASE_URL: tdb.url,
-    TXRELAY_SMTP_PORTS: String(smtpPort),
-    TXRELAY_SMTPS_PORTS: '',
-    TXRELAY_HTTP_PORT: String(httpPort),
-    TXRELAY_DATA_DIR: dataDir,
-    TXRELAY_HOSTNAME: 'relay.test',
-  });
-  relays.push(relay);
-  return relay;
-}
+const start = () => rig.start();
 
 async function send(subject: string): Promise<string> {
-  const c = await RawSmtp.connect(smtpPort);
-  assert.match(await c.cmd('EHLO client.test'), /^250/);
-  assert.match(await c.cmd(`AUTH PLAIN ${plain(key)}`), /^235 /);
+  const c = await rig.session();
   assert.match(await c.cmd('MAIL FROM:<app@acme.example>'), /^250 /);
   assert.match(await c.cmd('RCPT TO:<user@dest.example>'), /^250 /);
   const reply = await c.data(`From: App <app@acme.example>\nTo: user@dest.example\nSubject: ${subject}\nContent-Type: text/html\n\n<p>${subject}</p>\n`);
@@ -67,24 +39,11 @@ async function send(subject: string): Promise<string> {
 }
 
 before(async () => {
-  tdb = await testDatabase();
-  upstream = await startFaultUpstream();
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-kill-delivery-'));
-  smtpPort = await freePort();
-  httpPort = await freePort();
-  const box = new SecretBox(TEST_SECRET);
-  const tenant = await createTenant(tdb.db, { name: 'acme' });
-  await addDomain(tdb.db, box, tenant.id, { name: 'acme.example', verified: true });
-  key = (await createKey(tdb.db, tenant.id, { scope: 'send', mode: 'live' })).key;
-  await createRoute(tdb.db, box, tenant.id, { name: 'main', transport: 'smtp', config: { host: '127.0.0.1', port: upstream.port, pool: true } });
+  rig = await createRig('kill-delivery');
+  ({ tdb, upstream } = rig);
 });
 
-after(async () => {
-  for (const r of relays) await killHard(r);
-  await upstream?.close();
-  await tdb?.close();
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-});
+after(() => rig?.close());
 
 test('SIGKILL during an upstream delivery and right after the upstream 250: nothing lost, one counted duplicate at most', { timeout: 120_000 }, async (t) => {
   // 1. Killed once the upstream has read the final dot, before it answers. The upstream then

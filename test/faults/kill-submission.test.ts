@@ -7,56 +7,28 @@
 //   no 250 yet the message is stored with a live job and is delivered; the client's retry is a
 //   second message. That duplicate is the first window no relay can close, and it is counted.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
-import { SecretBox } from '../../src/crypto.ts';
-import { freePort } from '../../src/db/embedded.ts';
-import { addDomain } from '../../src/services/domains.service.ts';
-import { createRoute } from '../../src/services/routes.service.ts';
-import { createKey, createTenant } from '../../src/services/tenants.service.ts';
-import { TEST_SECRET } from '../helpers/context.ts';
-import { testDatabase, type TestDatabase } from '../helpers/db.ts';
-import { assertAlive, killHard, startRelay, type RelayProcess } from '../helpers/process.ts';
-import { plain, RawSmtp } from '../helpers/smtp-client.ts';
-import { startFaultUpstream, type FaultUpstream } from './fault-upstream.ts';
+import type { TestDatabase } from '../helpers/db.ts';
+import { assertAlive, killHard } from '../helpers/process.ts';
+import type { RawSmtp } from '../helpers/smtp-client.ts';
+import type { FaultUpstream } from './fault-upstream.ts';
 import { copiesById, messagesWithoutLiveJob, pendingWork, until } from './invariants.ts';
 import { startPgProxy, type PgProxy } from './pg-proxy.ts';
+import { createRig, QUEUED, type Rig } from './rig.ts';
 
-const QUEUED = /^250 2\.0\.0 Ok: queued as ([0-9a-f-]{36})$/;
-
+let rig: Rig;
 let tdb: TestDatabase;
 let proxy: PgProxy;
 let upstream: FaultUpstream;
-let dataDir: string;
-let key: string;
-let smtpPort: number;
-let httpPort: number;
-const relays: RelayProcess[] = [];
-
-async function start(): Promise<RelayProcess> {
-  const relay = await startRelay(`relay-${relays.length + 1}`, dataDir, {
-    // Through the proxy, which passes everything unless a test arms it.
-    DATABASE_URL: proxy.url,
-    TXRELAY_SMTP_PORTS: String(smtpPort),
-    TXRELAY_SMTPS_PORTS: '',
-    TXRELAY_HTTP_PORT: String(httpPort),
-    TXRELAY_DATA_DIR: dataDir,
-    TXRELAY_HOSTNAME: 'relay.test',
-  });
-  relays.push(relay);
-  return relay;
-}
+// Through the proxy, which passes everything unless a test arms it.
+const start = () => rig.start({ DATABASE_URL: proxy.url });
 
 const body = (subject: string) => `From: App <app@acme.example>\r\nTo: user@dest.example\r\nSubject: ${subject}\r\nContent-Type: text/html\r\n\r\n<p>${subject}</p>\r\n`;
 
 /** Connected, authenticated, MAIL and RCPT given, DATA answered 354. */
 async function openData(): Promise<RawSmtp> {
-  const c = await RawSmtp.connect(smtpPort);
-  assert.match(await c.cmd('EHLO client.test'), /^250/);
-  assert.match(await c.cmd(`AUTH PLAIN ${plain(key)}`), /^235 /);
+  const c = await rig.session();
   assert.match(await c.cmd('MAIL FROM:<app@acme.example>'), /^250 /);
   assert.match(await c.cmd('RCPT TO:<user@dest.example>'), /^250 /);
   assert.match(await c.cmd('DATA'), /^354 /);
@@ -80,25 +52,14 @@ async function storedWithSubject(subject: string): Promise<{ id: string; status:
 }
 
 before(async () => {
-  tdb = await testDatabase();
+  rig = await createRig('kill-submission');
+  ({ tdb, upstream } = rig);
   proxy = await startPgProxy(tdb.url);
-  upstream = await startFaultUpstream();
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-kill-submission-'));
-  smtpPort = await freePort();
-  httpPort = await freePort();
-  const box = new SecretBox(TEST_SECRET);
-  const tenant = await createTenant(tdb.db, { name: 'acme' });
-  await addDomain(tdb.db, box, tenant.id, { name: 'acme.example', verified: true });
-  key = (await createKey(tdb.db, tenant.id, { scope: 'send', mode: 'live' })).key;
-  await createRoute(tdb.db, box, tenant.id, { name: 'main', transport: 'smtp', config: { host: '127.0.0.1', port: upstream.port, pool: true } });
 });
 
 after(async () => {
-  for (const r of relays) await killHard(r);
-  await upstream?.close();
+  await rig?.close();
   await proxy?.close();
-  await tdb?.close();
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
 test('SIGKILL during DATA: no reply, nothing stored; the retry is delivered once', { timeout: 60_000 }, async (t) => {
@@ -124,7 +85,7 @@ test('SIGKILL during DATA: no reply, nothing stored; the retry is delivered once
 });
 
 test('SIGKILL between commit and 250: stored and delivered though unacknowledged; the client retry is a counted duplicate', { timeout: 60_000 }, async (t) => {
-  const relay = relays.at(-1)!;
+  const relay = rig.relays.at(-1)!;
   assertAlive(relay);
   const subject = 'killed between commit and reply';
   let heldAt = 0;

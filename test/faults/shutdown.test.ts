@@ -6,60 +6,29 @@
 // as sent; the stuck one goes back to the queue with its attempt not counted; the process exits
 // 0. Restarted, the relay delivers everything, each message exactly once.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
-import { SecretBox } from '../../src/crypto.ts';
-import { freePort } from '../../src/db/embedded.ts';
-import { addDomain } from '../../src/services/domains.service.ts';
-import { createRoute } from '../../src/services/routes.service.ts';
-import { createKey, createTenant } from '../../src/services/tenants.service.ts';
-import { TEST_SECRET } from '../helpers/context.ts';
-import { testDatabase, type TestDatabase } from '../helpers/db.ts';
-import { assertAlive, killHard, startRelay, type RelayProcess } from '../helpers/process.ts';
-import { plain, RawSmtp } from '../helpers/smtp-client.ts';
-import { startFaultUpstream, type FaultUpstream } from './fault-upstream.ts';
+import type { TestDatabase } from '../helpers/db.ts';
+import { assertAlive, type RelayProcess } from '../helpers/process.ts';
+import { RawSmtp } from '../helpers/smtp-client.ts';
+import type { FaultUpstream } from './fault-upstream.ts';
 import { copiesById, messagesWithoutLiveJob, pendingWork, statusOf, until } from './invariants.ts';
+import { createRig, QUEUED, type Rig } from './rig.ts';
 
-const QUEUED = /^250 2\.0\.0 Ok: queued as ([0-9a-f-]{36})$/;
 /** TXRELAY_SHUTDOWN_TIMEOUT_SECONDS for the relay: short, so the stuck delivery's cut comes soon. */
 const SHUTDOWN_SECONDS = 6;
 /** How long the upstream takes to answer the quick deliveries: well inside the grace. */
 const SLOW_MS = 2_000;
 const SLOW_MESSAGES = 3;
 
+let rig: Rig;
 let tdb: TestDatabase;
 let upstream: FaultUpstream;
-let dataDir: string;
-let key: string;
-let smtpPort: number;
-let httpPort: number;
-const relays: RelayProcess[] = [];
 /** While true, messages whose subject starts with "stuck" get no answer. */
 let holding = true;
 
-function relayVars(): NodeJS.ProcessEnv {
-  return {
-    DATABASE_URL: tdb.url,
-    TXRELAY_SMTP_PORTS: String(smtpPort),
-    TXRELAY_SMTPS_PORTS: '',
-    TXRELAY_HTTP_PORT: String(httpPort),
-    TXRELAY_DATA_DIR: dataDir,
-    TXRELAY_HOSTNAME: 'relay.test',
-    TXRELAY_SHUTDOWN_TIMEOUT_SECONDS: String(SHUTDOWN_SECONDS),
-  };
-}
-
-/** An authenticated session, ready for MAIL FROM. */
-async function session(): Promise<RawSmtp> {
-  const c = await RawSmtp.connect(smtpPort);
-  assert.match(c.greeting, /^220 /);
-  assert.match(await c.cmd('EHLO client.test'), /^250/);
-  assert.match(await c.cmd(`AUTH PLAIN ${plain(key)}`), /^235 /);
-  return c;
-}
+const start = () => rig.start({ TXRELAY_SHUTDOWN_TIMEOUT_SECONDS: String(SHUTDOWN_SECONDS) });
+const session = () => rig.session();
 
 const body = (subject: string) => `From: App <app@acme.example>\r\nTo: user@dest.example\r\nSubject: ${subject}\r\nContent-Type: text/html\r\n\r\n<p>${subject}</p>\r\n`;
 
@@ -87,29 +56,15 @@ function exited(relay: RelayProcess, ms: number): Promise<{ code: number | null;
 }
 
 before(async () => {
-  tdb = await testDatabase();
-  upstream = await startFaultUpstream();
+  rig = await createRig('shutdown', { concurrency: 5 });
+  ({ tdb, upstream } = rig);
   upstream.decide = (a) => (a.subject?.startsWith('stuck') && holding ? { kind: 'hold' } : a.subject?.startsWith('slow') ? { kind: 'delay', ms: SLOW_MS } : { kind: 'accept' });
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-shutdown-'));
-  smtpPort = await freePort();
-  httpPort = await freePort();
-  const box = new SecretBox(TEST_SECRET);
-  const tenant = await createTenant(tdb.db, { name: 'acme' });
-  await addDomain(tdb.db, box, tenant.id, { name: 'acme.example', verified: true });
-  key = (await createKey(tdb.db, tenant.id, { scope: 'send', mode: 'live' })).key;
-  await createRoute(tdb.db, box, tenant.id, { name: 'main', transport: 'smtp', config: { host: '127.0.0.1', port: upstream.port, pool: true }, concurrency: 5 });
 });
 
-after(async () => {
-  for (const r of relays) await killHard(r);
-  await upstream?.close();
-  await tdb?.close();
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-});
+after(() => rig?.close());
 
 test('SIGTERM: no new connections, the transaction in flight completes, deliveries finish or go back unspent, exit 0; then each message is delivered once', { timeout: 120_000 }, async (t) => {
-  const first = await startRelay('relay-1', dataDir, relayVars());
-  relays.push(first);
+  const first = await start();
 
   // Deliveries in flight: the stuck one held by the upstream (first, so that it holds a worker
   // slot of its own), and a quick one being answered.
@@ -137,7 +92,7 @@ test('SIGTERM: no new connections, the transaction in flight completes, deliveri
   // No new connections: refused outright, or told 421.
   let newConnection: string;
   try {
-    const late = await RawSmtp.connect(smtpPort);
+    const late = await RawSmtp.connect(rig.smtpPort);
     newConnection = late.greeting;
     late.close();
   } catch (err) {
@@ -171,8 +126,7 @@ test('SIGTERM: no new connections, the transaction in flight completes, deliveri
 
   // Restarted, the relay delivers what was left, each message once.
   holding = false;
-  const second = await startRelay('relay-2', dataDir, relayVars());
-  relays.push(second);
+  const second = await start();
   const restartedAt = Date.now();
   const all = [...slow, stuck, lateId];
   await until(
