@@ -81,6 +81,7 @@ async function start(config: Config): Promise<void> {
         `--header 'Subject: Hello from txrelay' --body '<p>It works!</p>' --add-header 'Content-Type: text/html'`,
     );
     lines.push(`Then look at it: curl -H 'Authorization: Bearer <admin token>' http://localhost:${app.httpPort}/admin/messages`);
+    lines.push(`or in the dashboard, signed in with the demo key: http://localhost:${app.httpPort}/dashboard`);
   }
   if (lines.length) process.stdout.write(lines.join('\n') + '\n');
   app.ctx.log.info({ host, smtp: app.smtpPorts, smtps: app.smtpsPorts, http: app.httpPort, roles: config.roles }, 'txrelay started');
