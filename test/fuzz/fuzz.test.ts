@@ -5,8 +5,8 @@
 // database, no `451 4.3.0` (an internal error: input must be refused for what it is; see
 // FuzzSession.count), and afterwards the relay still takes a normal message.
 //
-// TXRELAY_FUZZ_SECONDS sets the length (default 20 s, to keep `npm test` short; the issue's 60 s
-// and longer runs: TXRELAY_FUZZ_SECONDS=600 node --test test/fuzz/fuzz.test.ts). The run is
+// TXRELAY_FUZZ_SECONDS sets the length (default 60 s, as issue 7 asks of `npm test`; longer runs:
+// TXRELAY_FUZZ_SECONDS=600 node --test test/fuzz/fuzz.test.ts). The run is
 // seeded: the seed is printed, and TXRELAY_FUZZ_SEED=<seed> replays it. Session k's commands
 // and messages depend on the seed and k only; how many sessions fit in the time does not. A
 // failure prints the seed and the session (TXRELAY_FUZZ_SEED=… TXRELAY_FUZZ_SESSION=… replays it
@@ -20,7 +20,7 @@ import { sql } from 'kysely';
 import { addRoute, setupTenant, startTestRelay, type TenantSetup, type TestRelay } from '../helpers/relay.ts';
 import { plain, RawSmtp } from '../helpers/smtp-client.ts';
 
-const SECONDS = Number(process.env.TXRELAY_FUZZ_SECONDS ?? 20);
+const SECONDS = Number(process.env.TXRELAY_FUZZ_SECONDS ?? 60);
 const SEED = process.env.TXRELAY_FUZZ_SEED !== undefined ? Number(process.env.TXRELAY_FUZZ_SEED) : crypto.randomInt(2 ** 31);
 /** TXRELAY_FUZZ_SESSION=<k> (with the seed) replays session k alone. */
 const ONLY_SESSION = process.env.TXRELAY_FUZZ_SESSION !== undefined ? Number(process.env.TXRELAY_FUZZ_SESSION) : undefined;
