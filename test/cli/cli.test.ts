@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { uuidv7 } from '../../src/crypto.ts';
 import { insertAcceptedMessage } from '../../src/db/messages.repository.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
-import { runCli, type CliResult } from '../helpers/cli.ts';
+import { assertFailed as failed, assertOk as ok, type CliResult, runCli } from '../helpers/cli.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-cli-'));
@@ -27,19 +27,6 @@ after(async () => {
 
 const cli = (...args: string[]): Promise<CliResult> => runCli({ databaseUrl: tdb.url, dataDir: dir }, args);
 
-function ok(r: CliResult): void {
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stderr, '');
-}
-
-/** A user error: exit `code`, `error: …` as the first stderr line, no stack trace. */
-function failed(r: CliResult, code: 1 | 2, message: RegExp): void {
-  assert.equal(r.code, code, `exit ${r.code}; stdout: ${r.stdout}; stderr: ${r.stderr}`);
-  assert.match(r.stderr.split('\n')[0], /^error: /);
-  assert.match(r.stderr, message);
-  assert.doesNotMatch(r.stderr, /\n\s+at /);
-  assert.equal(r.stdout, '');
-}
 
 describe('usage', () => {
   test('help prints the commands; an unknown command or flag is a usage error (2)', async () => {

@@ -18,7 +18,7 @@ import { createBoss } from '../../src/queue.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { TEST_SECRET, testConfig } from '../helpers/context.ts';
-import { runCli, type CliResult } from '../helpers/cli.ts';
+import { assertFailed as failed, assertOk as ok, type CliResult, runCli } from '../helpers/cli.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-cli-queue-'));
@@ -31,18 +31,6 @@ const ids: string[] = [];
 
 const cli = (...args: string[]): Promise<CliResult> => runCli({ databaseUrl: tdb.url, dataDir: dir }, args);
 
-function ok(r: CliResult): void {
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stderr, '');
-}
-
-function failed(r: CliResult, code: 1 | 2, message: RegExp): void {
-  assert.equal(r.code, code, `exit ${r.code}; stdout: ${r.stdout}; stderr: ${r.stderr}`);
-  assert.match(r.stderr.split('\n')[0], /^error: /);
-  assert.match(r.stderr, message);
-  assert.doesNotMatch(r.stderr, /\n\s+at /);
-  assert.equal(r.stdout, '');
-}
 
 /** The pg-boss job the message points at, on its route's queue. */
 async function job(messageId: string) {

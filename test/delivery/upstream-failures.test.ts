@@ -10,6 +10,7 @@ import type { Tenant } from '../../src/db/schema.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { testContext, type TestContext } from '../helpers/context.ts';
+import { serveSmtpSession } from '../helpers/raw-smtp-server.ts';
 import { queueMessage, startUpstream, waitFor } from './upstream.ts';
 
 /**
@@ -25,38 +26,16 @@ async function droppingServer(dropAfterDot: number) {
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
     const session = ++sessions;
-    let buffer = '';
-    let inData = false;
     socket.write('220 dropper ESMTP\r\n');
-    socket.on('data', (chunk) => {
-      buffer += chunk.toString('latin1');
-      for (;;) {
-        if (inData) {
-          const end = buffer.indexOf('\r\n.\r\n');
-          if (end < 0) return;
-          messagesSeen.push(buffer.slice(0, end));
-          buffer = buffer.slice(end + 5);
-          inData = false;
-          if (session <= dropAfterDot) {
-            socket.destroy();
-            return;
-          }
-          socket.write('250 2.0.0 Ok: taken\r\n');
-          continue;
+    serveSmtpSession(socket, 'dropper', {
+      onMessage(body) {
+        messagesSeen.push(body);
+        if (session <= dropAfterDot) {
+          socket.destroy();
+          return false;
         }
-        const eol = buffer.indexOf('\r\n');
-        if (eol < 0) return;
-        const line = buffer.slice(0, eol);
-        buffer = buffer.slice(eol + 2);
-        const verb = line.slice(0, 4).toUpperCase();
-        if (verb === 'EHLO') socket.write('250-dropper\r\n250 8BITMIME\r\n');
-        else if (verb === 'HELO' || verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP') socket.write('250 2.0.0 Ok\r\n');
-        else if (verb === 'DATA') {
-          inData = true;
-          socket.write('354 go ahead\r\n');
-        } else if (verb === 'QUIT') socket.end('221 2.0.0 Bye\r\n');
-        else socket.write('502 5.5.2 Not implemented\r\n');
-      }
+        socket.write('250 2.0.0 Ok: taken\r\n');
+      },
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -26,7 +26,7 @@ const RECOVERY_LIMIT_MS = 30_000;
 /**
  * Jobs caught by the outage (claimed, then neither completed nor failed: pg-boss could not write)
  * stay `active` until pg-boss's heartbeat sweep, which runs in its monitor step (every 10 s, see
- * src/queue.ts), then retryDelay (10 s); most are recorded by the worker's own retry first.
+ * src/queue.ts), then the first retry delay (2 s, src/queue.ts); most are recorded by the worker's own retry first.
  */
 const DELIVERY_WAIT_MS = 60_000;
 const MAX_MESSAGES = 2000;

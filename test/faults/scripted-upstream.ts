@@ -5,6 +5,7 @@
 // writes down what the invariants need: final dots read, copies accepted, and messages carried
 // by two connections at once.
 import net from 'node:net';
+import { serveSmtpSession } from '../helpers/raw-smtp-server.ts';
 import { relayMessageId } from './fault-upstream.ts';
 
 export type Mode = 'blackhole' | 'tarpit-greeting' | 'tarpit-reply' | 'drop-after-dot' | 'refuse' | 'accept';
@@ -68,51 +69,35 @@ export async function startScriptedUpstream(mode: Mode): Promise<ScriptedUpstrea
     if (mode === 'tarpit-greeting') return trickle(socket, '220 tarpit ESMTP\r\n');
     socket.write('220 scripted ESMTP\r\n');
 
-    let buffer = '';
-    let inData = false;
-    socket.on('data', (chunk) => {
-      buffer += chunk.toString('latin1');
-      for (;;) {
-        if (inData) {
-          if (current === undefined && /\r\n\r\n/.test(buffer)) {
-            current = relayMessageId(buffer);
-            if (current !== undefined) {
-              const n = (openById.get(current) ?? 0) + 1;
-              openById.set(current, n);
-              if (n > 1) up.overlaps.push(current);
-            }
-          }
-          const end = buffer.indexOf('\r\n.\r\n');
-          if (end < 0) return;
-          const id = relayMessageId(buffer.slice(0, end));
-          buffer = buffer.slice(end + 5);
-          inData = false;
-          if (id) up.arrivals.push(id);
-          if (mode === 'drop-after-dot') return socket.destroy();
-          if (mode === 'refuse') {
-            endTransaction();
-            socket.write('554 5.7.1 Refused by policy\r\n');
-            continue;
-          }
-          if (mode === 'tarpit-reply') return trickle(socket, '250 2.0.0 Ok: taken\r\n', () => id && up.accepted.push(id));
-          endTransaction();
-          if (id) up.accepted.push(id);
-          socket.write('250 2.0.0 Ok: taken\r\n');
-          continue;
+    serveSmtpSession(socket, 'scripted', {
+      onPartialMessage(soFar) {
+        if (current !== undefined || !/\r\n\r\n/.test(soFar)) return;
+        current = relayMessageId(soFar);
+        if (current === undefined) return;
+        const n = (openById.get(current) ?? 0) + 1;
+        openById.set(current, n);
+        if (n > 1) up.overlaps.push(current);
+      },
+      onMessage(body) {
+        const id = relayMessageId(body);
+        if (id) up.arrivals.push(id);
+        if (mode === 'drop-after-dot') {
+          socket.destroy();
+          return false;
         }
-        const eol = buffer.indexOf('\r\n');
-        if (eol < 0) return;
-        const line = buffer.slice(0, eol);
-        buffer = buffer.slice(eol + 2);
-        const verb = line.slice(0, 4).toUpperCase();
-        if (verb === 'EHLO') socket.write('250-scripted\r\n250 8BITMIME\r\n');
-        else if (verb === 'HELO' || verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP') socket.write('250 2.0.0 Ok\r\n');
-        else if (verb === 'DATA') {
-          inData = true;
-          socket.write('354 go ahead\r\n');
-        } else if (verb === 'QUIT') socket.end('221 2.0.0 Bye\r\n');
-        else socket.write('502 5.5.2 Not implemented\r\n');
-      }
+        if (mode === 'refuse') {
+          endTransaction();
+          socket.write('554 5.7.1 Refused by policy\r\n');
+          return;
+        }
+        if (mode === 'tarpit-reply') {
+          trickle(socket, '250 2.0.0 Ok: taken\r\n', () => id && up.accepted.push(id));
+          return false;
+        }
+        endTransaction();
+        if (id) up.accepted.push(id);
+        socket.write('250 2.0.0 Ok: taken\r\n');
+      },
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
