@@ -3,7 +3,7 @@
 import { sql } from 'kysely';
 import { WEBHOOK_QUEUE } from '../webhooks/policy.ts';
 import type { Executor } from './database.ts';
-import type { WebhookAttempt, WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint } from './schema.ts';
+import type { WebhookAttempt, WebhookDeliveriesTable, WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint } from './schema.ts';
 
 // ---- Endpoints -------------------------------------------------------------------------------
 
@@ -123,15 +123,7 @@ export async function claimEvents(db: Executor, batchSize: number, types: readon
   return { claimed: row?.claimed ?? 0, matches: row?.matches ?? [] };
 }
 
-export interface NewDelivery {
-  id: string;
-  endpoint_id: string;
-  tenant_id: string;
-  event_id: number | null;
-  event_type: string;
-  message_id: string | null;
-  payload: string;
-}
+export type NewDelivery = Pick<WebhookDeliveriesTable, 'id' | 'endpoint_id' | 'tenant_id' | 'event_id' | 'event_type' | 'message_id' | 'payload'>;
 
 /** Inserts deliveries; one that exists already for its (endpoint, event) is skipped. Returns those inserted. */
 export async function insertDeliveries(db: Executor, rows: NewDelivery[]): Promise<{ id: string; endpoint_id: string }[]> {
