@@ -119,3 +119,16 @@ export async function enqueueDelivery(boss: PgBoss, db: Executor, input: Enqueue
   });
   if (id === null) throw new Error(`pg-boss refused the job for message ${input.messageId}`);
 }
+
+/**
+ * The first delivery jobs of newly accepted messages on one route, through `db` (a transaction):
+ * one statement for the whole batch (group commit). Each job's id is its message's id.
+ */
+export async function enqueueNewDeliveries(boss: PgBoss, db: Executor, routeId: string, messageIds: string[]): Promise<void> {
+  const jobs = messageIds.map((messageId) => ({ id: messageId, data: { messageId } satisfies DeliveryJobData }));
+  const ids = await boss.insert(queueName(routeId), jobs, { db: fromKysely(db), returnId: true });
+  // A job id taken already is skipped by pg-boss (ON CONFLICT DO NOTHING): fail the batch.
+  if ((ids?.length ?? 0) !== messageIds.length) {
+    throw new Error(`pg-boss created ${ids?.length ?? 0} of ${messageIds.length} delivery jobs on route ${routeId}`);
+  }
+}

@@ -21,42 +21,56 @@ export interface EventRef {
   route_name?: string;
 }
 
-/** The accepted message, its recipients, attachments and `accepted` event, on one executor. */
-export async function insertAcceptedMessage(
-  db: Executor,
-  message: Omit<NewMessage, 'verdicts'> & { verdicts: Verdict[] },
-  recipients: string[],
-  attachments: AttachmentInfo[],
-  recipientResult?: { status: MessageStatus; response: string },
-): Promise<void> {
-  await db.insertInto('messages').values({ ...message, verdicts: JSON.stringify(message.verdicts) }).execute();
+/** One accepted message with what is stored beside it (insertAcceptedMessages). */
+export interface AcceptedRows {
+  message: Omit<NewMessage, 'verdicts'> & { verdicts: Verdict[] };
+  recipients: string[];
+  attachments: AttachmentInfo[];
+  /** The recipients' status when it is not `queued` (a test key's capture). */
+  recipientResult?: { status: MessageStatus; response: string };
+}
+
+/**
+ * Accepted messages, their recipients, attachments and `accepted` events, on one executor (a
+ * transaction): one multi-row INSERT per table, however many messages (group commit).
+ */
+export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[]): Promise<void> {
+  await db
+    .insertInto('messages')
+    .values(rows.map(({ message }) => ({ ...message, verdicts: JSON.stringify(message.verdicts) })))
+    .execute();
   await db
     .insertInto('recipients')
-    .values(recipients.map((address) => ({ message_id: message.id, address, ...recipientResult })))
+    .values(rows.flatMap(({ message, recipients, recipientResult }) => recipients.map((address) => ({ message_id: message.id, address, ...recipientResult }))))
     .execute();
-  if (attachments.length) {
-    await db
-      .insertInto('attachments')
-      .values(attachments.map((a) => ({ message_id: message.id, ...a })))
-      .execute();
-  }
-  await insertEvent(db, { id: message.id, tenant_id: message.tenant_id, tag: message.tag ?? 'untagged', route_name: message.route_name }, {
-    type: 'accepted',
-    detail: { recipients: recipients.length, route: message.route_name },
-  });
+  const attachments = rows.flatMap(({ message, attachments }) => attachments.map((a) => ({ message_id: message.id, ...a })));
+  if (attachments.length) await db.insertInto('attachments').values(attachments).execute();
+  await insertEvents(
+    db,
+    rows.map(({ message, recipients }) => ({
+      message: { id: message.id, tenant_id: message.tenant_id, tag: message.tag ?? 'untagged', route_name: message.route_name },
+      event: { type: 'accepted', detail: { recipients: recipients.length, route: message.route_name } },
+    })),
+  );
 }
 
 export async function insertEvent(db: Executor, message: EventRef, event: EventInput): Promise<void> {
+  await insertEvents(db, [{ message, event }]);
+}
+
+export async function insertEvents(db: Executor, events: { message: EventRef; event: EventInput }[]): Promise<void> {
   await db
     .insertInto('events')
-    .values({
-      message_id: message.id,
-      tenant_id: message.tenant_id,
-      tag: message.tag,
-      route: message.route_name ?? '',
-      type: event.type,
-      detail: JSON.stringify(event.detail ?? {}),
-    })
+    .values(
+      events.map(({ message, event }) => ({
+        message_id: message.id,
+        tenant_id: message.tenant_id,
+        tag: message.tag,
+        route: message.route_name ?? '',
+        type: event.type,
+        detail: JSON.stringify(event.detail ?? {}),
+      })),
+    )
     .execute();
 }
 

@@ -6,7 +6,7 @@ import { applyHeaders } from './apply-headers.ts';
 import { authenticate } from './authenticate.ts';
 import { buildMime } from './build.ts';
 import { checkSender } from './check-sender.ts';
-import { commitMessage } from './commit.ts';
+import { createCommitter } from './commit.ts';
 import { parse } from './parse.ts';
 import { rateLimit, releaseRateSlot } from './rate-limit.ts';
 import { render, type Renderer } from './render.ts';
@@ -37,15 +37,16 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
   ];
   // Only messages accepted as new use up the tenant's rate limit: any other outcome gives the
   // slot back (a failed give-back only makes the limit stricter until the minute ends).
+  const commit = createCommitter(ctx);
   const releaseSlot = (sub: Submission) =>
     releaseRateSlot(ctx.db, sub).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message }, 'rate-limit slot not given back'));
 
   async function store(sub: Submission): Promise<Accepted> {
     const id = sub.id ?? uuidv7();
-    const built = await buildMime(ctx.db, ctx.box, ctx.config.hostname, id, sub);
+    const built = await buildMime(ctx.box, ctx.config.hostname, id, sub);
     const principal = sub.principal!;
     const routeName = sub.route?.name ?? sub.routeRef ?? 'capture';
-    const committed = await commitMessage(ctx, {
+    const committed = await commit({
       id,
       tenantId: principal.tenant.id,
       apiKeyId: principal.key.id,

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { DASHBOARD_CSP } from '../../src/api/dashboard.ts';
-import { insertAcceptedMessage } from '../../src/db/messages.repository.ts';
+import { insertAcceptedMessages } from '../../src/db/messages.repository.ts';
 import { addDomain } from '../../src/services/domains.service.ts';
 import { createKey, createTenant } from '../../src/services/tenants.service.ts';
 import { callJson, type Reply } from '../helpers/http.ts';
@@ -178,10 +178,15 @@ describe('dashboard API', () => {
     test('a message without an HTML part answers html: null', async () => {
       const id = randomUUID();
       const mime = Buffer.from('From: a@acme.example\r\nTo: b@example.org\r\nSubject: Plain\r\nContent-Type: text/plain\r\n\r\njust text\r\n');
-      await insertAcceptedMessage(relay.ctx.db, {
-        id, tenant_id: acme.id, status: 'sent', tag: 'legacy', route_name: 'inbox', test_mode: false, mail_from: 'a@acme.example', from_address: 'a@acme.example',
-        subject: 'Plain', message_id_header: `<${id}@relay.test>`, size: mime.length, mime, verdicts: [],
-      }, ['b@example.org'], [], { status: 'sent', response: 'stored by hand' });
+      await insertAcceptedMessages(relay.ctx.db, [{
+        message: {
+          id, tenant_id: acme.id, status: 'sent', tag: 'legacy', route_name: 'inbox', test_mode: false, mail_from: 'a@acme.example', from_address: 'a@acme.example',
+          subject: 'Plain', message_id_header: `<${id}@relay.test>`, size: mime.length, mime, verdicts: [],
+        },
+        recipients: ['b@example.org'],
+        attachments: [],
+        recipientResult: { status: 'sent', response: 'stored by hand' },
+      }]);
       const r = await callJson(base, 'GET', `/v1/messages/${id}/html`, { token: acme.read });
       assert.equal(r.status, 200, r.text);
       assert.deepEqual(r.body, { subject: 'Plain', html: null });

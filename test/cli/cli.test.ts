@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { uuidv7 } from '../../src/crypto.ts';
-import { insertAcceptedMessage } from '../../src/db/messages.repository.ts';
+import { insertAcceptedMessages } from '../../src/db/messages.repository.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { assertFailed as failed, assertOk as ok, type CliResult, runCli } from '../helpers/cli.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -292,30 +292,31 @@ describe('message', () => {
     const insert = async (tenantId: string, tag: string, subject: string) => {
       const id = uuidv7();
       const bytes = Buffer.from(`From: a@example.com\r\nTo: b@example.org\r\nSubject: ${subject}\r\nMessage-ID: <${id}@relay.test>\r\n\r\n<p>héllo</p>\r\n`);
-      await insertAcceptedMessage(
-        tdb.db,
+      await insertAcceptedMessages(tdb.db, [
         {
-          id,
-          tenant_id: tenantId,
-          api_key_id: null,
-          status: 'queued',
-          tag,
-          route_id: null,
-          route_name: 'main',
-          template_id: null,
-          template_name: null,
-          test_mode: false,
-          mail_from: 'a@example.com',
-          from_address: 'a@example.com',
-          subject,
-          message_id_header: `<${id}@relay.test>`,
-          size: bytes.length,
-          mime: bytes,
-          verdicts: [{ rule: 'header.x-mailer', action: 'dropped' }],
+          message: {
+            id,
+            tenant_id: tenantId,
+            api_key_id: null,
+            status: 'queued',
+            tag,
+            route_id: null,
+            route_name: 'main',
+            template_id: null,
+            template_name: null,
+            test_mode: false,
+            mail_from: 'a@example.com',
+            from_address: 'a@example.com',
+            subject,
+            message_id_header: `<${id}@relay.test>`,
+            size: bytes.length,
+            mime: bytes,
+            verdicts: [{ rule: 'header.x-mailer', action: 'dropped' }],
+          },
+          recipients: ['b@example.org'],
+          attachments: [{ filename: 'report.pdf', content_type: 'application/pdf', size: 1234 }],
         },
-        ['b@example.org'],
-        [{ filename: 'report.pdf', content_type: 'application/pdf', size: 1234 }],
-      );
+      ]);
       return { id, bytes };
     };
     ({ id: first, bytes: mime } = await insert(tenant.id, 'welcome', 'Welcome!'));

@@ -1,0 +1,126 @@
+// Group commit (src/pipeline/commit.ts createCommitter): messages that reach the commit together
+// share transactions, each still gets its job, and one message the database refuses fails alone.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
+import type { Route } from '../../src/db/schema.ts';
+import { commitMessage, createCommitter, type AcceptedMessage } from '../../src/pipeline/commit.ts';
+import { queueName } from '../../src/queue.ts';
+import { createRoute } from '../../src/services/routes.service.ts';
+import { createTenant } from '../../src/services/tenants.service.ts';
+import { testContext, type TestContext } from '../helpers/context.ts';
+
+let ctx: TestContext;
+let route: Route;
+
+function message(overrides: Partial<AcceptedMessage> = {}): AcceptedMessage {
+  const id = overrides.id ?? randomUUID();
+  return {
+    id,
+    tenantId: route.tenant_id,
+    apiKeyId: null,
+    tag: 'group',
+    routeId: route.id,
+    routeName: route.name,
+    templateId: null,
+    templateName: null,
+    testMode: false,
+    mailFrom: 'a@example.com',
+    fromAddress: 'a@example.com',
+    subject: 'group commit',
+    messageIdHeader: `<${id}@relay.test>`,
+    mime: Buffer.from(`From: a@example.com\r\nTo: b@example.org\r\nSubject: group commit\r\n\r\nhello\r\n`),
+    verdicts: [],
+    recipients: ['b@example.org', 'c@example.org'],
+    attachments: [{ filename: 'a.pdf', content_type: 'application/pdf', size: 10 }],
+    ...overrides,
+  };
+}
+
+/** How many transactions wrote these messages (rows one transaction inserts share its xmin). */
+async function transactionsOf(ids: string[]): Promise<number> {
+  const { rows } = await sql<{ n: number }>`SELECT count(DISTINCT xmin::text)::int AS n FROM messages WHERE id = ANY(${ids}::uuid[])`.execute(ctx.db);
+  return rows[0].n;
+}
+
+/** Per message: its row, recipients, attachments, `accepted` event and queued job. */
+async function stored(ids: string[]) {
+  const count = async (table: string, column: string) => {
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(table)} WHERE ${sql.ref(column)} = ANY(${ids}::uuid[])`.execute(ctx.db);
+    return rows[0].n;
+  };
+  const { rows: jobs } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pgboss.job WHERE name = ${queueName(route.id)} AND id = ANY(${ids}::uuid[]) AND data->>'messageId' = id::text`.execute(ctx.db);
+  const { rows: events } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM events WHERE message_id = ANY(${ids}::uuid[]) AND type = 'accepted'`.execute(ctx.db);
+  return {
+    messages: await count('messages', 'id'),
+    recipients: await count('recipients', 'message_id'),
+    attachments: await count('attachments', 'message_id'),
+    events: events[0].n,
+    jobs: jobs[0].n,
+  };
+}
+
+before(async () => {
+  ctx = await testContext();
+  const tenant = await createTenant(ctx.db, { name: 'groupco' });
+  route = await createRoute(ctx.db, ctx.box, tenant.id, { name: 'main', transport: 'capture' });
+});
+
+after(async () => {
+  await ctx?.close();
+});
+
+describe('group commit', () => {
+  test('messages arriving together share a few transactions; each has its rows, event and job', async () => {
+    const commit = createCommitter(ctx);
+    const batch = Array.from({ length: 40 }, () => message());
+    const ids = await Promise.all(batch.map((m) => commit(m)));
+    assert.deepEqual(ids, batch.map((m) => m.id));
+    assert.deepEqual(await stored(ids), { messages: 40, recipients: 80, attachments: 40, events: 40, jobs: 40 });
+    // The first two start alone (nothing waits yet); the 38 behind them commit together.
+    assert.equal(await transactionsOf(ids), 3);
+  });
+
+  test('a message alone commits at once, in its own transaction', async () => {
+    const commit = createCommitter(ctx);
+    const m = message();
+    assert.equal(await commit(m), m.id);
+    assert.deepEqual(await stored([m.id]), { messages: 1, recipients: 2, attachments: 1, events: 1, jobs: 1 });
+  });
+
+  test('one message the database refuses fails alone: the others of its batch are committed', async () => {
+    const taken = message();
+    await commitMessage(ctx, taken);
+    const commit = createCommitter(ctx);
+    const good = Array.from({ length: 6 }, () => message());
+    // Same id as a stored message: its INSERT violates the primary key and fails the batch.
+    const clash = message({ id: taken.id, subject: 'clash' });
+    const results = await Promise.allSettled([...good.slice(0, 3), clash, ...good.slice(3)].map((m) => commit(m)));
+    const refused = results.filter((r) => r.status === 'rejected');
+    assert.equal(refused.length, 1, 'only the clashing message is refused');
+    assert.equal(results[3].status, 'rejected');
+    assert.match(String((results[3] as PromiseRejectedResult).reason), /duplicate key|unique/i);
+    const ids = good.map((m) => m.id);
+    assert.deepEqual(await stored(ids), { messages: 6, recipients: 12, attachments: 6, events: 6, jobs: 6 });
+    const first = await ctx.db.selectFrom('messages').select('subject').where('id', '=', taken.id).executeTakeFirstOrThrow();
+    assert.equal(first.subject, 'group commit', 'the stored message is untouched');
+  });
+
+  test('when the database refuses every message, each is refused and nothing of any is stored', async () => {
+    // A trigger stands in for a database that fails the transaction (whatever the batch holds).
+    await sql`CREATE FUNCTION refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$`.execute(ctx.db);
+    await sql`CREATE TRIGGER refuse_doomed BEFORE INSERT ON messages FOR EACH ROW WHEN (NEW.tag = 'doomed') EXECUTE FUNCTION refuse_doomed()`.execute(ctx.db);
+    try {
+      const commit = createCommitter(ctx);
+      const batch = Array.from({ length: 8 }, () => message({ tag: 'doomed' }));
+      const results = await Promise.allSettled(batch.map((m) => commit(m)));
+      assert.deepEqual(results.map((r) => r.status), Array(8).fill('rejected'));
+      for (const r of results) assert.match(String((r as PromiseRejectedResult).reason), /refused by the test/);
+      assert.deepEqual(await stored(batch.map((m) => m.id)), { messages: 0, recipients: 0, attachments: 0, events: 0, jobs: 0 });
+    } finally {
+      await sql`DROP TRIGGER refuse_doomed ON messages`.execute(ctx.db);
+      await sql`DROP FUNCTION refuse_doomed()`.execute(ctx.db);
+    }
+  });
+});
