@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db, Executor } from './database.ts';
+import { sendingConfigChanged } from './sending-cache.ts';
 import type { DnsChecks, Domain } from './schema.ts';
 import { isUuid } from './tenants.repository.ts';
 
@@ -14,6 +15,7 @@ export interface DomainInput {
 }
 
 export async function insertDomain(db: Executor, tenantId: string, input: DomainInput): Promise<Domain> {
+  sendingConfigChanged();
   return await db.insertInto('domains').values({ tenant_id: tenantId, ...input }).returningAll().executeTakeFirstOrThrow();
 }
 
@@ -27,6 +29,7 @@ export async function listDomains(db: Executor, tenantId: string): Promise<Domai
 }
 
 export async function setDomainVerified(db: Executor, tenantId: string, domainId: string, verified: boolean): Promise<Domain | undefined> {
+  sendingConfigChanged();
   return await db
     .updateTable('domains')
     .set({ verified, verified_at: verified ? new Date() : null })
@@ -37,6 +40,7 @@ export async function setDomainVerified(db: Executor, tenantId: string, domainId
 }
 
 export async function deleteDomain(db: Executor, tenantId: string, domainId: string): Promise<boolean> {
+  sendingConfigChanged();
   const r = await db.deleteFrom('domains').where('tenant_id', '=', tenantId).where('id', '=', domainId).executeTakeFirst();
   return r.numDeletedRows > 0n;
 }
@@ -49,17 +53,6 @@ export async function findVerifiedDomain(db: Executor, tenantId: string, name: s
     .where('tenant_id', '=', tenantId)
     .where('name', '=', name.toLowerCase())
     .where('verified', '=', true)
-    .executeTakeFirst();
-}
-
-/** The tenant's domain for a sender's domain (verified or not) that has a DKIM key. */
-export async function findSigningDomain(db: Executor, tenantId: string, name: string): Promise<Domain | undefined> {
-  return await db
-    .selectFrom('domains')
-    .selectAll()
-    .where('tenant_id', '=', tenantId)
-    .where('name', '=', name.toLowerCase())
-    .where('dkim_private_key_enc', 'is not', null)
     .executeTakeFirst();
 }
 

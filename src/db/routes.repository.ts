@@ -1,4 +1,5 @@
 import type { Executor } from './database.ts';
+import { sendingConfigChanged } from './sending-cache.ts';
 import type { Route, Transport } from './schema.ts';
 import { isUuid } from './tenants.repository.ts';
 
@@ -16,6 +17,7 @@ export interface RouteRow {
 }
 
 export async function insertRoute(db: Executor, tenantId: string, row: RouteRow): Promise<Route> {
+  sendingConfigChanged();
   return await db
     .insertInto('routes')
     .values({ ...row, tenant_id: tenantId, config: JSON.stringify(row.config) })
@@ -24,6 +26,7 @@ export async function insertRoute(db: Executor, tenantId: string, row: RouteRow)
 }
 
 export async function updateRoute(db: Executor, tenantId: string, routeId: string, patch: Partial<RouteRow>): Promise<Route | undefined> {
+  sendingConfigChanged();
   const { config, ...rest } = patch;
   return await db
     .updateTable('routes')
@@ -54,6 +57,7 @@ export async function firstTwoRoutes(db: Executor, tenantId: string): Promise<Ro
 }
 
 export async function deleteRoute(db: Executor, tenantId: string, routeId: string): Promise<boolean> {
+  sendingConfigChanged();
   const r = await db.deleteFrom('routes').where('tenant_id', '=', tenantId).where('id', '=', routeId).executeTakeFirst();
   return r.numDeletedRows > 0n;
 }
@@ -65,6 +69,7 @@ export async function listAllRoutes(db: Executor): Promise<Route[]> {
 
 /** Sets the paused flag; undefined when the route is gone or already in that state. */
 export async function setRoutePaused(db: Executor, tenantId: string, routeId: string, paused: boolean): Promise<Route | undefined> {
+  sendingConfigChanged();
   return await db
     .updateTable('routes')
     .set({ paused, updated_at: new Date() })

@@ -1,6 +1,6 @@
 // The message-in-progress that every pipeline stage takes and returns (STYLE: stages with one
 // signature). SMTP and the HTTP API both build a Submission and run the same stages.
-import type { ApiKey, Route, Tenant, Template, Verdict } from '../db/schema.ts';
+import type { ApiKey, Domain, Route, Tenant, Template, Verdict } from '../db/schema.ts';
 
 export interface Address {
   address: string;
@@ -55,6 +55,8 @@ export interface Submission {
   /** The message id, once a stage needs it before storing (tracking tokens name it). */
   id?: string;
 
+  /** The tenant's verified domain of the From address (check-sender); its DKIM key signs. */
+  senderDomain?: Domain;
   route?: Route;
   template?: Template;
   testMode: boolean;
