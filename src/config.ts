@@ -119,6 +119,10 @@ const schema = z.object({
     .transform(Number)
     .refine((n) => n <= 65535, 'must be a port number (0-65535)')
     .optional(),
+  // Beyond SPEC: several relay processes on one machine share the SMTP ports (Linux
+  // SO_REUSEPORT; the kernel spreads new connections over them), so accepting uses every core.
+  // Every process that shares a port must set it. See README "Performance".
+  TXRELAY_SMTP_REUSE_PORT: bool.default(false),
   // The HAProxy PROXY protocol (v1) header before SMTP, from a TCP load balancer: `true` (every
   // peer must send it) or a comma list of the balancers' IP addresses (only they may).
   TXRELAY_SMTP_PROXY_PROTOCOL: z
@@ -186,6 +190,7 @@ export interface Config {
   metricsPort: number | undefined;
   /** Beyond SPEC: smtp-server's useProxy: off, every peer, or these peers' addresses. */
   smtpProxyProtocol: boolean | string[];
+  smtpReusePort: boolean;
   /** Beyond SPEC: SMTP sessions at once, per listener process. */
   smtpMaxClients: number;
   /** Beyond SPEC: SMTP sessions at once from one client address (IPv6: one /64). */
@@ -268,6 +273,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsToken: e.TXRELAY_METRICS_TOKEN,
     metricsPort,
     smtpProxyProtocol: e.TXRELAY_SMTP_PROXY_PROTOCOL,
+    smtpReusePort: e.TXRELAY_SMTP_REUSE_PORT,
     smtpMaxClients: e.TXRELAY_SMTP_MAX_CLIENTS,
     smtpMaxPerIp: e.TXRELAY_SMTP_MAX_PER_IP,
     smtpSessionTimeoutMs: e.TXRELAY_SMTP_SESSION_TIMEOUT_SECONDS * 1000,

@@ -1,9 +1,15 @@
-// Two deliberate adjustments to smtp-server's SMTPConnection, in one place:
+// Deliberate adjustments to smtp-server's SMTPConnection, in one place:
 //
 // 1. Replies that already carry an enhanced status code (ours all do: SmtpError) are sent as
 //    they are; smtp-server would otherwise prefix a generic code of its own (RFC 2034 §4
 //    wants one code per reply). Its own replies keep its codes. Its non-standard
 //    "538 Must issue a STARTTLS command first" becomes SPEC §3's 530 5.7.0.
+//
+// 2. Replies to pipelined commands (RFC 2920) leave in one TCP write: a client that sends
+//    RSET, MAIL, RCPT and DATA at once gets its four replies in one segment, not four writes
+//    (each a system call that also runs loopback TCP for the receiver). The socket is corked at
+//    the first 250/354 and uncorked once the current round of callbacks is over (setImmediate).
+//    Other replies (220 before a TLS handshake, 421 before a close) are never held back.
 //
 // 3. smtp-server always lists AUTH in EHLO; with TLS required we hide it until STARTTLS.
 //
@@ -13,6 +19,7 @@
 //    connection per message at ~10 messages/s per connection). Clients that talk before the
 //    greeting are still refused: smtp-server checks `_ready` on every command.
 // The same module instance the ESM build of SMTPServer uses.
+import type { Socket } from 'node:net';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -28,7 +35,13 @@ export function applySmtpServerPatches(): void {
     connectionReady(this: unknown): void;
   };
   const send = proto.send;
-  proto.send = function patchedSend(this: { secure?: boolean; _server: { options: { hideAuthBeforeTls?: boolean } } }, code, data, context) {
+  proto.send = function patchedSend(this: { secure?: boolean; _socket?: Socket; _server: { options: { hideAuthBeforeTls?: boolean } } }, code, data, context) {
+    // 2. Pipelined replies in one write.
+    const socket = this._socket;
+    if ((code === 250 || code === 354) && socket && !socket.writableCorked) {
+      socket.cork();
+      setImmediate(() => socket.uncork());
+    }
     // 3. With TLS required, AUTH is not offered in EHLO before STARTTLS (SPEC §3).
     if (code === 250 && Array.isArray(data) && !this.secure && this._server.options.hideAuthBeforeTls) {
       data = data.filter((line: string) => !line.startsWith('AUTH '));

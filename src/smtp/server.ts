@@ -285,7 +285,7 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
     server.on('error', (err: Error) => log.error({ smtp: 'server', err: err.message }, 'SMTP server error'));
     await new Promise<void>((resolve, reject) => {
       server.server.once('error', reject);
-      server.listen(port, config.bind, () => {
+      server.listen({ port, host: config.bind, reusePort: config.smtpReusePort }, () => {
         server.server.off('error', reject);
         resolve();
       });
