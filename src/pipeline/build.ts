@@ -1,16 +1,14 @@
 // Stage: the final message. txrelay writes its own Date, Message-ID and MIME structure, keeps
 // From/To/Subject/Reply-To and the non-image attachments, and DKIM-signs when the sender's
 // domain has a key. The bytes built here are exactly what delivery sends and /mime returns.
-import type { Readable } from 'node:stream';
+import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import libmime from 'libmime';
-import DKIM from 'nodemailer/lib/dkim';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { SecretBox } from '../crypto.ts';
-import type { Executor } from '../db/database.ts';
-import { findSigningDomain } from '../db/domains.repository.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
+import { dkimSign } from './dkim.ts';
+import { encodeHtmlBody } from './html-body.ts';
 import type { Address, Attachment, Submission } from './submission.ts';
-import { senderDomain } from './check-sender.ts';
 
 /** RFC 5322 §2.1.1: no line of a message may be longer than 998 octets (without its CRLF). */
 export const MAX_LINE_OCTETS = 998;
@@ -84,21 +82,57 @@ function fieldAt(mime: Buffer, lineStart: number): string {
   return /^([!-9;-~]+):/.exec(mime.toString('latin1', s, s + 100))?.[1] ?? 'A header';
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+/** Parsed DKIM keys by their sealed form: a rotated key is a new entry. Bounded. */
+const signingKeys = new Map<string, KeyObject>();
+const MAX_SIGNING_KEYS = 1000;
+
+/**
+ * The domain's private key, opened and parsed once: parsing the PEM costs as much as the RSA
+ * signature itself (about 0.3 ms each here), and every message would pay both.
+ */
+function signingKey(box: SecretBox, sealed: string): KeyObject {
+  let key = signingKeys.get(sealed);
+  if (!key) {
+    if (signingKeys.size >= MAX_SIGNING_KEYS) signingKeys.delete(signingKeys.keys().next().value!);
+    key = createPrivateKey(box.open(sealed));
+    signingKeys.set(sealed, key);
+  }
+  return key;
 }
 
-export async function buildMime(db: Executor, box: SecretBox, hostname: string, id: string, sub: Submission): Promise<Built> {
-  const messageIdHeader = `<${id}@${hostname}>`;
+/**
+ * nodemailer composes the message around a placeholder, then the HTML part gets its body from
+ * encodeHtmlBody (html-body.ts: same encoding choice, a fraction of the CPU). The placeholder
+ * is random per message, so nothing a client sent can stand in for it; should nodemailer ever
+ * write the part differently, the message is composed by nodemailer alone.
+ */
+export function spliceHtmlBody(composed: Buffer, placeholder: string, html: string): Buffer | undefined {
+  const cte = '\r\nContent-Transfer-Encoding: 7bit\r\n';
+  const at = composed.indexOf(placeholder, 0, 'latin1');
+  const header = composed.lastIndexOf(cte, at, 'latin1');
+  // The placeholder once, as the body of the part whose header block holds that 7bit.
+  if (at < 0 || composed.indexOf(placeholder, at + 1, 'latin1') >= 0 || header < 0 || composed.indexOf('\r\n\r\n', header, 'latin1') !== at - 4) return undefined;
+  const { encoding, body } = encodeHtmlBody(html);
+  // Alone, the part ends the message with one line break: nodemailer adds it unless the body has it.
+  const rest = composed.subarray(at + placeholder.length);
+  const endsWithBreak = body.length >= 2 && body[body.length - 2] === 0x0d && body[body.length - 1] === 0x0a;
+  return Buffer.concat([
+    composed.subarray(0, header),
+    Buffer.from(`\r\nContent-Transfer-Encoding: ${encoding}\r\n`, 'latin1'),
+    composed.subarray(header + cte.length, at),
+    body,
+    endsWithBreak && rest.equals(Buffer.from('\r\n')) ? Buffer.alloc(0) : rest,
+  ]);
+}
+
+function compose(messageIdHeader: string, sub: Submission, html: string): Promise<Buffer> {
   const from = sub.from![0];
   const composer = new MailComposer({
     from: fmt(from),
     to: sub.to.filter((a) => a.address).map(fmt),
     replyTo: sub.replyTo.length ? sub.replyTo.map(fmt) : undefined,
     subject: foldableSubject(sub.subject),
-    html: crlf(sub.html ?? ''),
+    html,
     messageId: messageIdHeader,
     date: new Date(),
     attachments: sub.attachments.map((a) => ({
@@ -115,17 +149,18 @@ export async function buildMime(db: Executor, box: SecretBox, hostname: string, 
     disableFileAccess: true,
     disableUrlAccess: true,
   });
-  const unsigned = await composer.compile().build();
+  return composer.compile().build();
+}
+
+export async function buildMime(box: SecretBox, hostname: string, id: string, sub: Submission): Promise<Built> {
+  const messageIdHeader = `<${id}@${hostname}>`;
+  const html = crlf(sub.html ?? '');
+  const placeholder = `txrelay-html-${randomUUID()}`;
+  const unsigned = spliceHtmlBody(await compose(messageIdHeader, sub, placeholder), placeholder, html) ?? (await compose(messageIdHeader, sub, html));
   assertLineLengths(unsigned);
-  if (sub.testMode) return { mime: unsigned, messageIdHeader };
-  const domain = await findSigningDomain(db, sub.principal!.tenant.id, senderDomain(from.address));
+  const domain = sub.testMode ? undefined : sub.senderDomain;
   if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, messageIdHeader };
-  const dkim = new DKIM({
-    domainName: domain.name,
-    keySelector: domain.dkim_selector,
-    privateKey: box.open(domain.dkim_private_key_enc),
-  });
-  const signed = await collect(dkim.sign(unsigned));
+  const signed = dkimSign(unsigned, { domain: domain.name, selector: domain.dkim_selector, key: signingKey(box, domain.dkim_private_key_enc) });
   sub.verdicts.push({ rule: 'dkim', action: 'signed', detail: `d=${domain.name}; s=${domain.dkim_selector}` });
   return { mime: signed, messageIdHeader };
 }

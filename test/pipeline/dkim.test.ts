@@ -1,0 +1,74 @@
+// The DKIM signer (src/pipeline/dkim.ts) against an independent verifier, mailauth: random
+// messages with folded and repeated headers, whitespace runs, tabs, trailing whitespace, empty
+// lines at the end and no final line break all verify; a changed body or signed header fails.
+import assert from 'node:assert/strict';
+import { generateKeyPairSync, randomInt } from 'node:crypto';
+import { test } from 'node:test';
+// mailauth is CommonJS; its deep module carries the one function we need.
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { dkimSign, relaxedBodyHash } from '../../src/pipeline/dkim.ts';
+import { chunk } from '../helpers/dns.ts';
+
+const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const record = `v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
+const resolver = async (name: string, rr: string) => {
+  if (rr !== 'TXT' || name !== 'sel._domainkey.acme.example') throw Object.assign(new Error(`queryTxt ENOTFOUND ${name}`), { code: 'ENOTFOUND' });
+  return [chunk(record)];
+};
+const verify = async (message: Buffer) => (await dkimVerify(message, { resolver: resolver as never })).results;
+const sign = (message: Buffer) => dkimSign(message, { domain: 'acme.example', selector: 'sel', key: privateKey });
+
+const WORDS = ['a', 'Zz', ' ', '  ', '\t', ' \t ', '=', 'é', '<p>', 'x'.repeat(90)];
+const line = () => Array.from({ length: randomInt(0, 8) }, () => WORDS[randomInt(WORDS.length)]).join('');
+
+function randomMessage(): Buffer {
+  const headers = [
+    `From: "Acme \t Shop"  <app@acme.example>`,
+    `To: one@example.org,\r\n\t two@example.org`,
+    ...(randomInt(2) ? ['To: three@example.org'] : []),
+    `Subject: ${line() || 'x'}  `,
+    'Date: Sat, 21 Nov 2026 10:00:00 +0000',
+    'Message-ID: <1@relay.test>',
+    'X-Unsigned: anything',
+    'MIME-Version: 1.0',
+    'Content-Type: text/html; charset=utf-8',
+  ];
+  const lines = Array.from({ length: randomInt(0, 30) }, line);
+  const trailing = ['', '\r\n', '\r\n\r\n', '\r\n \r\n\t\r\n'][randomInt(4)];
+  return Buffer.from(`${headers.join('\r\n')}\r\n\r\n${lines.join('\r\n')}${trailing}`, 'utf8');
+}
+
+test('300 random messages verify with mailauth', async () => {
+  for (let i = 0; i < 300; i++) {
+    const message = randomMessage();
+    const signed = sign(message);
+    const [result] = await verify(signed);
+    assert.equal(result?.status.result, 'pass', `${JSON.stringify(result?.status)} for ${JSON.stringify(message.toString('latin1'))}`);
+    assert.ok(signed.subarray(signed.length - message.length).equals(message), 'the message follows the signature unchanged');
+    for (const l of signed.toString('latin1').split('\r\n', 12)) assert.ok(l.length <= 998);
+  }
+});
+
+test('the relaxed body hash: whitespace runs and ends, empty trailing lines, a missing final CRLF', () => {
+  const same = ['a  b\t\r\nc \r\n\r\n\r\n', 'a b\r\nc', 'a b \r\nc\r\n \r\n\t\r\n'];
+  const hashes = same.map((b) => relaxedBodyHash(Buffer.from(b)));
+  assert.deepEqual(new Set(hashes).size, 1, 'one canonical form');
+  assert.notEqual(relaxedBodyHash(Buffer.from('a b\r\n\r\nc\r\n')), hashes[0], 'an empty line inside the body counts');
+  assert.notEqual(relaxedBodyHash(Buffer.from('ab\r\nc\r\n')), hashes[0], 'a space between words counts');
+  // RFC 6376 §3.4.4: an empty body hashes as the empty string.
+  assert.equal(relaxedBodyHash(Buffer.alloc(0)), '47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=');
+  assert.equal(relaxedBodyHash(Buffer.from('\r\n\r\n')), '47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=');
+});
+
+test('a changed body or signed header fails; an unsigned header may change', async () => {
+  const signed = sign(Buffer.from('From: app@acme.example\r\nTo: b@example.org\r\nSubject: Receipt\r\nX-Unsigned: 1\r\n\r\n<p>Total: 10 EUR</p>\r\n'));
+  const text = signed.toString('latin1');
+  const status = async (t: string) => (await verify(Buffer.from(t, 'latin1')))[0]?.status;
+  assert.equal((await status(text))?.result, 'pass');
+  // mailauth calls a body hash mismatch "neutral", naming it.
+  const body = await status(text.replace('10 EUR', '99 EUR'));
+  assert.notEqual(body?.result, 'pass');
+  assert.match(String(body?.comment), /body hash did not verify/);
+  assert.equal((await status(text.replace('Subject: Receipt', 'Subject: Invoice')))?.result, 'fail');
+  assert.equal((await status(text.replace('X-Unsigned: 1', 'X-Unsigned: 2')))?.result, 'pass');
+});

@@ -1,0 +1,128 @@
+// The HTML part's own encoder (src/pipeline/html-body.ts): what it writes decodes to exactly the
+// HTML, keeps every line within RFC 2045's 76 characters, and is chosen as nodemailer would.
+// Then whole messages: what buildMime writes parses back to the same HTML, signed or not.
+import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { simpleParser } from 'mailparser';
+import MailComposer from 'nodemailer/lib/mail-composer';
+import { buildMime, spliceHtmlBody } from '../../src/pipeline/build.ts';
+import { encodeHtmlBody, quotedPrintable } from '../../src/pipeline/html-body.ts';
+import { newSubmission } from '../../src/pipeline/submission.ts';
+import { SecretBox } from '../../src/crypto.ts';
+
+/** RFC 2045 §6.7 decoding, written out here so the test does not trust the code under test. */
+function decodeQp(encoded: Buffer): Buffer {
+  const text = encoded.toString('latin1').replace(/=\r\n/g, '');
+  const out: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '=') {
+      assert.match(text.slice(i + 1, i + 3), /^[0-9A-F]{2}$/, `a "=" not followed by two hex digits at ${i}`);
+      out.push(parseInt(text.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      out.push(text.charCodeAt(i));
+    }
+  }
+  return Buffer.from(out);
+}
+
+function assertWellFormedQp(encoded: Buffer): void {
+  for (const line of encoded.toString('latin1').split('\r\n')) {
+    assert.ok(line.length <= 76, `line of ${line.length} characters: ${JSON.stringify(line)}`);
+    assert.doesNotMatch(line, /[^\t\x20-\x7e]/, 'only printable ASCII, space and tab');
+    assert.doesNotMatch(line, /[ \t]$/, 'no whitespace at the end of a line');
+    assert.doesNotMatch(line, /=(?![0-9A-F]{2}|$)/, '"=" starts an escape or a soft break');
+  }
+}
+
+const PIECES = ['a', 'Z', ' ', '\t', '=', '.', '<p>', 'é', '€', '😀', '\r\n', '\r\n\r\n', 'x'.repeat(80), ' \r\n', '=\r\n', '\u0000', '\u007f', '=3D'];
+const randomText = () => Array.from({ length: randomInt(0, 60) }, () => PIECES[randomInt(PIECES.length)]).join('');
+
+describe('HTML body encoding', () => {
+  test('quoted-printable decodes to the same bytes and is well formed, for 2,000 random texts', () => {
+    for (let i = 0; i < 2000; i++) {
+      const bytes = Buffer.from(randomText(), 'utf8');
+      const encoded = quotedPrintable(bytes);
+      assertWellFormedQp(encoded);
+      assert.deepEqual(decodeQp(encoded), bytes, JSON.stringify(bytes.toString('utf8')));
+    }
+  });
+
+  test('soft breaks never split an escape; lines fill up to 76 characters', () => {
+    const encoded = quotedPrintable(Buffer.from('é'.repeat(100), 'utf8')).toString('latin1');
+    const lines = encoded.split('\r\n');
+    assert.ok(lines.slice(0, -1).every((l) => l.endsWith('=') && l.length <= 76));
+    assert.ok(lines.slice(0, -1).every((l) => l.length >= 73), 'each soft-broken line is filled');
+    assert.equal(quotedPrintable(Buffer.from('a'.repeat(76))).toString(), 'a'.repeat(76), 'a line of exactly 76 needs no break');
+    assert.equal(quotedPrintable(Buffer.from('a'.repeat(77))).toString(), `${'a'.repeat(75)}=\r\naa`);
+    assert.equal(quotedPrintable(Buffer.from('a = b \r\nc\t')).toString(), 'a =3D b=20\r\nc=09');
+  });
+
+  test('the encoding is nodemailer\'s choice: 7bit for short ASCII lines, quoted-printable otherwise', () => {
+    assert.deepEqual(encodeHtmlBody('<p>hello</p>\r\n<p>there</p>'), { encoding: '7bit', body: Buffer.from('<p>hello</p>\r\n<p>there</p>') });
+    assert.equal(encodeHtmlBody(`<p>${'x'.repeat(80)}</p>`).encoding, 'quoted-printable');
+    assert.equal(encodeHtmlBody('<p>café</p>').encoding, 'quoted-printable');
+    assert.equal(encodeHtmlBody('<p>a\u0001b</p>').encoding, 'quoted-printable');
+  });
+});
+
+describe('buildMime with the HTML body spliced in', () => {
+  const box = new SecretBox('test-secret-0123456789-0123456789-0123456789');
+  const submission = (html: string, attachments = false) =>
+    newSubmission({
+      source: 'smtp',
+      envelope: { mailFrom: 'app@acme.example', rcptTo: ['b@example.org'] },
+      from: [{ address: 'app@acme.example', name: 'Acme' }],
+      to: [{ address: 'b@example.org', name: '' }],
+      subject: 'Receipt ✓',
+      html,
+      attachments: attachments ? [{ filename: 'r.pdf', contentType: 'application/pdf', content: Buffer.from('%PDF-1.4 txrelay-html- 7bit') }] : [],
+    });
+
+  test('nodemailer writes the placeholder part as the splice expects, alone or beside an attachment', async () => {
+    for (const attachments of [[], [{ filename: 'a.pdf', content: Buffer.from('x'), contentType: 'application/pdf' }]]) {
+      const placeholder = 'txrelay-html-0123';
+      const composed = await new MailComposer({ from: 'a@acme.example', to: 'b@example.org', subject: 's', html: placeholder, attachments }).compile().build();
+      const spliced = spliceHtmlBody(composed, placeholder, '<p>café</p>');
+      assert.ok(spliced, 'spliced, not composed again by nodemailer');
+      assert.equal(String((await simpleParser(spliced)).html).replace(/\n$/, ''), '<p>café</p>');
+      assert.match(spliced.toString('latin1'), /^Content-Transfer-Encoding: quoted-printable\r\n(?:[^\r]+\r\n)*\r\n<p>caf=C3=A9<\/p>/m);
+    }
+    // Where both choose 7bit, the bytes are nodemailer's own, line breaks at the end included.
+    const tail = (mime: Buffer) => {
+      const text = mime.toString('latin1');
+      const start = text.indexOf('\r\n\r\n', text.indexOf('text/html')) + 4;
+      return text.slice(start).replace(/----_NmP[\s\S]*$/, '');
+    };
+    for (const html of ['<p>x</p>', '<p>x</p>\r\n', '<p>x</p>\r\n\r\n', '']) {
+      for (const attachments of [[], [{ filename: 'a.pdf', content: Buffer.from('x'), contentType: 'application/pdf' }]]) {
+        const placeholder = 'txrelay-html-4567';
+        const own = (html: string) => new MailComposer({ from: 'a@acme.example', to: 'b@example.org', subject: 's', html, attachments }).compile().build();
+        const spliced = spliceHtmlBody(await own(placeholder), placeholder, html);
+        assert.ok(spliced);
+        if (html) assert.equal(tail(spliced), tail(await own(html)), JSON.stringify({ html, attachments: attachments.length }));
+      }
+    }
+    // Written any other way, it is left to nodemailer.
+    assert.equal(spliceHtmlBody(Buffer.from('Content-Type: text/html\r\n\r\nx-txrelay'), 'x-txrelay', '<p/>'), undefined);
+  });
+
+  for (const attachments of [false, true]) {
+    test(`parses back to the same HTML${attachments ? ', beside an attachment' : ''}, whatever the text`, async () => {
+      for (let i = 0; i < 60; i++) {
+        const html = `<p>${randomText()}</p>`.replace(/\r(?!\n)|(?<!\r)\n/g, '\r\n');
+        if (html.includes('\u0000')) continue; // mailparser drops NUL from the HTML it returns: nothing to compare
+        const { mime } = await buildMime(box, 'relay.test', `id-${i}`, submission(html, attachments));
+        const parsed = await simpleParser(mime);
+        // mailparser gives line ends as LF, and a single part's last line end as its own.
+        assert.equal(String(parsed.html).replace(/\n$/, ''), html.replace(/\r\n/g, '\n'));
+        assert.equal(parsed.subject, 'Receipt ✓');
+        assert.equal(parsed.attachments.length, attachments ? 1 : 0);
+        const text = mime.toString('latin1');
+        assert.doesNotMatch(text, /txrelay-html-[0-9a-f-]{36}/, 'no placeholder left behind');
+        assert.equal(text.match(/^Content-Transfer-Encoding: (7bit|quoted-printable)\r$/gm)?.length, 1, 'one encoding header for the HTML part');
+      }
+    });
+  }
+});
