@@ -1,6 +1,7 @@
 // The moving parts of `npm run bench` other than the load: the sink child, the txrelay CLI
-// (tenant, key, domain, route set up exactly as an operator would), and the relay as a child
-// process (`node src/cli.ts start`). Every wait is bounded; every child is killed by its pid.
+// (tenant, key, domain, route set up exactly as an operator would), the relay as a child
+// process (`node src/cli.ts start`), and the bench's env knobs. Postfix has its own file
+// (bench/postfix.ts). Every wait is bounded; every child is killed by its pid.
 import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import pg from 'pg';
@@ -58,18 +59,22 @@ export class Sink {
   /** Messages the sink has received so far. */
   count(): Promise<number> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const fail = (err: Error) => {
+        clearTimeout(timer);
         this.child.off('message', onMessage);
-        reject(new Error('sink did not answer within 5 s'));
-      }, 5_000);
+        reject(err);
+      };
+      const timer = setTimeout(() => fail(new Error('sink did not answer within 5 s')), 5_000);
       const onMessage = (m: { type?: string; count?: number }) => {
         if (m.type !== 'count') return;
         clearTimeout(timer);
         this.child.off('message', onMessage);
         resolve(m.count!);
       };
+      // Stopped meanwhile (Ctrl-C cleans up while a run still polls): a rejection, not a crash.
+      if (!this.child.connected) return fail(new Error('sink is gone'));
       this.child.on('message', onMessage);
-      this.child.send({ type: 'count' });
+      this.child.send({ type: 'count' }, (err) => err && fail(err));
     });
   }
 
@@ -98,6 +103,16 @@ export function envNumber(name: string, fallback: number, min: number, max: numb
   return n;
 }
 
+/** A comma-separated list of numbers from the environment, each checked against [min, max]. */
+export function envList(name: string, fallback: string, min: number, max: number): number[] {
+  const raw = process.env[name] || fallback;
+  return raw.split(',').map((item) => {
+    const n = Number(item.trim());
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name}: "${item}" is not a whole number from ${min} to ${max}`);
+    return n;
+  });
+}
+
 /** A relay child's environment: production settings, warn logs, loopback, plain SMTP on `smtpPort`. */
 export function benchRelayEnv(o: { databaseUrl: string; roles: string; dataDir: string; smtpPort: number }): NodeJS.ProcessEnv {
   return {
@@ -115,6 +130,10 @@ export function benchRelayEnv(o: { databaseUrl: string; roles: string; dataDir: 
     TXRELAY_ADMIN_TOKEN: 'bench-admin-token-0123456789',
     TXRELAY_SECRET: 'bench-secret-0123456789-0123456789-0123456789',
     TXRELAY_ROLES: o.roles,
+    // Every bench client comes from 127.0.0.1: with one connection per message, the next connect
+    // can arrive before the relay has seen the previous one close, and the default 50 per address
+    // would refuse it (Postfix exempts $mynetworks from its own such limit).
+    TXRELAY_SMTP_MAX_PER_IP: '1000',
   };
 }
 

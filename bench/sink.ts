@@ -2,10 +2,13 @@
 // end, discards it and counts it. Run as a child of bench/run.ts (fork, so it has its own event
 // loop and CPU time, as a real upstream would): it sends {port} once listening, answers
 // {type: 'count'} with {count}, and exits on {type: 'stop'} or when its parent goes away.
+// A second instance (another fork) is the bench's smtp-server ceiling: the SMTP library
+// txrelay is built on, with nothing behind it.
 //
 // No AUTH, no STARTTLS (TLS would measure OpenSSL, not the relay), no reverse DNS lookup, and
-// without smtp-server's 100 ms greeting pause (the relay's own patch), so that opening the
-// relay's pooled connections costs nothing extra.
+// without smtp-server's 100 ms greeting pause (the relay's own patch, src/smtp/patches.ts), so
+// that opening the relay's pooled connections costs nothing extra and the ceiling is not capped
+// at 10 connections per second per client.
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { applySmtpServerPatches } from '../src/smtp/patches.ts';
