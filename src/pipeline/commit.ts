@@ -101,6 +101,11 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
 
 /** Messages in one group commit at most, and group commits running at once. */
 const MAX_BATCH = 100;
+/**
+ * A larger message commits alone: a batch's multi-row INSERT carries every message's bytes in
+ * one protocol message, and a few 25 MiB messages together would hold that much more memory.
+ */
+const MAX_BATCHED_BYTES = 1024 * 1024;
 const MAX_BATCHES_IN_FLIGHT = 2;
 
 interface Waiting {
@@ -115,7 +120,7 @@ interface Waiting {
  * one transaction of a few multi-row statements: under load the round trips and the fsync per
  * message shrink with the batch, while an idle relay commits each message at once, alone. Each
  * message still hears nothing before the COMMIT that holds it. Messages with an idempotency key
- * (which must look for their twin first) and test-key captures commit alone.
+ * (which must look for their twin first), test-key captures and messages over 1 MiB commit alone.
  */
 export function createCommitter(ctx: Context): (m: AcceptedMessage) => Promise<string> {
   const waiting: Waiting[] = [];
@@ -155,7 +160,7 @@ export function createCommitter(ctx: Context): (m: AcceptedMessage) => Promise<s
 
   return function commit(m: AcceptedMessage): Promise<string> {
     const { routeId } = m;
-    if (m.idempotencyKey || m.testMode || !routeId) return commitMessage(ctx, m);
+    if (m.idempotencyKey || m.testMode || !routeId || m.mime.length > MAX_BATCHED_BYTES) return commitMessage(ctx, m);
     return new Promise((resolve, reject) => {
       waiting.push({ m: { ...m, routeId }, resolve, reject });
       next();

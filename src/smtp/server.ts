@@ -270,12 +270,13 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
             const outcome = accepted.duplicate ? 'duplicate' : 'accepted';
             metrics?.smtpTransactions.inc({ outcome, reply_class: '2xx' });
             log.info(
-              { ...transaction, tenant: accepted.tenantId, message: accepted.id, tag: accepted.tag, route: accepted.route, size: raw.length, recipients: envelope.rcptTo.length, outcome, reply: 250, duration_ms: Date.now() - started },
+              { ...transaction, tenant: accepted.tenantId, message: accepted.id, tag: accepted.tag, route: accepted.route, size: bytes, recipients: envelope.rcptTo.length, outcome, reply: 250, duration_ms: Date.now() - started },
               'message accepted',
             );
             callback(null, `2.0.0 Ok: queued as ${accepted.id}`);
           })
-          .catch((err: unknown) => refused(err, raw.length));
+          // `bytes`, not the buffer: nothing here keeps the raw message alive once it is parsed.
+          .catch((err: unknown) => refused(err, bytes));
       });
     },
   });

@@ -89,6 +89,20 @@ describe('group commit', () => {
     assert.deepEqual(await stored([m.id]), { messages: 1, recipients: 2, attachments: 1, events: 1, jobs: 1 });
   });
 
+  test('a message over 1 MiB commits in a transaction of its own, beside a batch', async () => {
+    const commit = createCommitter(ctx);
+    const small = Array.from({ length: 10 }, () => message());
+    const big = message({ mime: Buffer.alloc(1536 * 1024, 'a') });
+    const ids = await Promise.all([...small.slice(0, 5), big, ...small.slice(5)].map((m) => commit(m)));
+    assert.equal(ids.length, 11);
+    assert.deepEqual(await stored(ids), { messages: 11, recipients: 22, attachments: 11, events: 11, jobs: 11 });
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM messages o
+      WHERE o.id = ANY(${ids}::uuid[]) AND o.id <> ${big.id} AND o.xmin::text = (SELECT xmin::text FROM messages WHERE id = ${big.id})`.execute(ctx.db);
+    assert.equal(rows[0].n, 0, 'no other message shares its transaction');
+    assert.ok((await transactionsOf(ids)) < 11, 'the small ones were still grouped');
+  });
+
   test('one message the database refuses fails alone: the others of its batch are committed', async () => {
     const taken = message();
     await commitMessage(ctx, taken);
