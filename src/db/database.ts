@@ -28,8 +28,12 @@ export function openDatabase(url: string, options: { max?: number; applicationNa
     idleTimeoutMillis: 30_000,
     keepAlive: true,
   });
-  // An idle client losing its connection (database restart) must not crash the process.
+  // A client losing its connection (database restart, crash) must not crash the process. pg-pool
+  // listens for that only while a client is idle: one checked out between two statements of a
+  // transaction would emit 'error' to nobody, an uncaught exception. Its next statement fails
+  // instead (the caller answers 451), and the pool drops the dead client when it comes back.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,
