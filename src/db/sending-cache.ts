@@ -1,8 +1,8 @@
 // What the pipeline reads on every message and an admin changes rarely: a tenant's verified
 // domains and routes. Each message used to read them afresh, two queries that cost as much
 // (relay and database CPU together) as the whole group-committed write. They are kept here for
-// SENDING_CACHE_TTL_MS. A change made in this process (the API, the CLI's own process, the DNS
-// checker) empties the cache at once (the repositories call sendingConfigChanged); one made by
+// SENDING_CACHE_TTL_MS. A change made in this process (the API, the CLI's own process) empties
+// the cache at once (the repositories call sendingConfigChanged); one made by
 // another relay process is seen within the TTL, as a route or domain change takes effect in a
 // Postfix whose maps are cached. Absent rows are cached too: a domain added elsewhere verifies
 // within the TTL.

@@ -114,7 +114,9 @@ export function dkimSign(message: Buffer, { domain, selector, key }: DkimKey): B
   for (const field of fields) {
     const name = field.slice(0, field.indexOf(':')).trim().toLowerCase();
     if (!SIGNED_FIELDS.has(name)) continue;
-    byName.set(name, [...(byName.get(name) ?? []), field]);
+    const instances = byName.get(name) ?? [];
+    instances.push(field);
+    byName.set(name, instances);
     names.push(name);
   }
   const taken = new Map<string, number>();

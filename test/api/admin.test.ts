@@ -6,9 +6,9 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { createApiApp } from '../../src/api/app.ts';
-import { uuidv7 } from '../../src/crypto.ts';
 import { openDatabase } from '../../src/db/database.ts';
 import { insertAttempt, insertEvent } from '../../src/db/messages.repository.ts';
+import { acceptedMessage } from '../helpers/accepted.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
 import { queueName } from '../../src/queue.ts';
 import { TEST_ADMIN_TOKEN, testContext, type TestContext } from '../helpers/context.ts';
@@ -55,28 +55,17 @@ describe('admin API', () => {
   }
 
   async function message(t: { id: string }, route: { id: string; name: string }, fields: { tag?: string; subject?: string } = {}): Promise<string> {
-    const id = uuidv7();
-    const mime = Buffer.from(`From: a@example.com\r\nTo: b@example.org\r\nSubject: ${fields.subject ?? 'hi'}\r\nMessage-ID: <${id}@relay.test>\r\n\r\n<p>hello</p>\r\n`);
-    return await commitMessage(ctx, {
-      id,
-      tenantId: t.id,
-      apiKeyId: null,
-      tag: fields.tag ?? 'untagged',
-      routeId: route.id,
-      routeName: route.name,
-      templateId: null,
-      templateName: null,
-      testMode: false,
-      mailFrom: 'a@example.com',
-      fromAddress: 'a@example.com',
-      subject: fields.subject ?? 'hi',
-      messageIdHeader: `<${id}@relay.test>`,
-      mime,
-      verdicts: [{ rule: 'header.x-mailer', action: 'dropped' }],
-      recipients: ['b@example.org', 'c@example.org'],
-      attachments: [{ filename: 'report.pdf', content_type: 'application/pdf', size: 1234 }],
-    });
+    return await commitMessage(
+      ctx,
+      acceptedMessage({ ...route, tenant_id: t.id }, {
+        ...fields,
+        verdicts: [{ rule: 'header.x-mailer', action: 'dropped' }],
+        recipients: ['b@example.org', 'c@example.org'],
+        attachments: [{ filename: 'report.pdf', content_type: 'application/pdf', size: 1234 }],
+      }),
+    );
   }
+
 
   before(async () => {
     ctx = await testContext();

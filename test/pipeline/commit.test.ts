@@ -1,7 +1,6 @@
 // Group commit (src/pipeline/commit.ts createCommitter): messages that reach the commit together
 // share transactions, each still gets its job, and one message the database refuses fails alone.
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import type { Route } from '../../src/db/schema.ts';
@@ -9,34 +8,20 @@ import { commitMessage, createCommitter, type AcceptedMessage } from '../../src/
 import { queueName } from '../../src/queue.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
+import { acceptedMessage } from '../helpers/accepted.ts';
 import { testContext, type TestContext } from '../helpers/context.ts';
 
 let ctx: TestContext;
 let route: Route;
 
-function message(overrides: Partial<AcceptedMessage> = {}): AcceptedMessage {
-  const id = overrides.id ?? randomUUID();
-  return {
-    id,
-    tenantId: route.tenant_id,
-    apiKeyId: null,
+const message = (overrides: Partial<AcceptedMessage> = {}): AcceptedMessage =>
+  acceptedMessage(route, {
     tag: 'group',
-    routeId: route.id,
-    routeName: route.name,
-    templateId: null,
-    templateName: null,
-    testMode: false,
-    mailFrom: 'a@example.com',
-    fromAddress: 'a@example.com',
     subject: 'group commit',
-    messageIdHeader: `<${id}@relay.test>`,
-    mime: Buffer.from(`From: a@example.com\r\nTo: b@example.org\r\nSubject: group commit\r\n\r\nhello\r\n`),
-    verdicts: [],
     recipients: ['b@example.org', 'c@example.org'],
     attachments: [{ filename: 'a.pdf', content_type: 'application/pdf', size: 10 }],
     ...overrides,
-  };
-}
+  });
 
 /** How many transactions wrote these messages (rows one transaction inserts share its xmin). */
 async function transactionsOf(ids: string[]): Promise<number> {

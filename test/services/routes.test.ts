@@ -2,8 +2,8 @@
 // sealed; a route with waiting mail cannot be deleted.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { acceptedMessage } from '../helpers/accepted.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
-import { uuidv7 } from '../../src/crypto.ts';
 import { createRoute, deleteRoute, getRoute, routeConfig, updateRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { testContext, type TestContext } from '../helpers/context.ts';
@@ -34,11 +34,7 @@ test('PATCH changes only the fields it names', async () => {
 
 test('a route with queued mail cannot be deleted; an idle one can', async () => {
   const r = await createRoute(ctx.db, ctx.box, tenantId, { name: 'busy', transport: 'capture' });
-  await commitMessage(ctx, {
-    id: uuidv7(), tenantId, apiKeyId: null, tag: 'untagged', routeId: r.id, routeName: 'busy', templateId: null, templateName: null,
-    testMode: false, mailFrom: 'a@b.example', fromAddress: 'a@b.example', subject: 's', messageIdHeader: '<x@y>',
-    mime: Buffer.from('Subject: s\r\n\r\nx\r\n'), verdicts: [], recipients: ['r@c.example'], attachments: [],
-  });
+  await commitMessage(ctx, acceptedMessage(r, { mailFrom: 'a@b.example', fromAddress: 'a@b.example', subject: 's', recipients: ['r@c.example'] }));
   await assert.rejects(deleteRoute(ctx.db, tenantId, 'busy'), (err: { status?: number; message: string }) => err.status === 409 && /1 queued or deferred/.test(err.message));
   await createRoute(ctx.db, ctx.box, tenantId, { name: 'idle', transport: 'capture' });
   await deleteRoute(ctx.db, tenantId, 'idle');

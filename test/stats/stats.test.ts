@@ -1,7 +1,6 @@
 // Message statistics: events recorded by the real commit and delivery code, folded into
 // stats_hourly by the roll-up, read back per tag and bucket, over a fresh migrated PostgreSQL.
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +13,7 @@ import { queryStats, rollUp } from '../../src/db/stats.repository.ts';
 import { processJob, type DeliveryDeps } from '../../src/delivery/deliver.ts';
 import { createTransport, TransportCache } from '../../src/delivery/transports/index.ts';
 import { startRollUp } from '../../src/events/rollup.ts';
+import { acceptedMessage } from '../helpers/accepted.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { getStats } from '../../src/services/stats.service.ts';
@@ -49,27 +49,7 @@ async function tenantWithRoutes(name: string): Promise<{ tenant: Tenant; capture
 
 /** Accepts a message the way the SMTP listener does: message row, `accepted` event and job. */
 async function accept(route: Route, tag: string, to = ['someone@example.net']): Promise<string> {
-  const id = randomUUID();
-  const mime = Buffer.from(`From: a@example.com\r\nTo: ${to.join(', ')}\r\nSubject: stats\r\nMessage-ID: <${id}@relay.test>\r\n\r\nhello\r\n`);
-  return await commitMessage(ctx, {
-    id,
-    tenantId: route.tenant_id,
-    apiKeyId: null,
-    tag,
-    routeId: route.id,
-    routeName: route.name,
-    templateId: null,
-    templateName: null,
-    testMode: false,
-    mailFrom: 'a@example.com',
-    fromAddress: 'a@example.com',
-    subject: 'stats',
-    messageIdHeader: `<${id}@relay.test>`,
-    mime,
-    verdicts: [],
-    recipients: to,
-    attachments: [],
-  });
+  return await commitMessage(ctx, acceptedMessage(route, { tag, subject: 'stats', recipients: to }));
 }
 
 /** One delivery attempt by the worker's own code: records sent, deferred or failed and its event. */
