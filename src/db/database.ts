@@ -1,5 +1,5 @@
 // The Kysely instance over a pg pool. Repositories are the only users of it.
-import { Kysely, PostgresDialect, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
 import pg from 'pg';
 import type { Database } from './schema.ts';
 
@@ -34,13 +34,70 @@ export function openDatabase(url: string, options: { max?: number; applicationNa
   // instead (the caller answers 451), and the pool drops the dead client when it comes back.
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool) }) });
   return {
     db,
     pool,
     url,
     async close() {
       await db.destroy();
+    },
+  };
+}
+
+/** SQL text → name of the statements run through executePrepared. */
+const preparedNames = new Map<string, string>();
+/** Name → SQL text: a name stands for one text only. */
+const preparedTexts = new Map<string, string>();
+
+/**
+ * Runs `query` as a named prepared statement: each connection has PostgreSQL parse and plan it
+ * once, then only binds and executes it. For the few statements run for every message, whose
+ * planning costs as much as their execution (a delivery's load and record: see
+ * messages.repository.ts). The query's SQL text must never vary (no lists spelled out as `IN
+ * (...)`: pass arrays); a name reused for another text is a bug and throws. Each statement
+ * names its columns: a prepared `SELECT *` would fail once a migration adds a column.
+ */
+export async function executePrepared<R>(db: Executor, name: string, query: RawBuilder<R>): Promise<QueryResult<R>> {
+  const compiled = query.compile(db);
+  const text = preparedTexts.get(name);
+  if (text === undefined) {
+    preparedTexts.set(name, compiled.sql);
+    preparedNames.set(compiled.sql, name);
+  } else if (text !== compiled.sql) {
+    throw new Error(`prepared statement "${name}" was given another SQL text`);
+  }
+  return await db.executeQuery(compiled);
+}
+
+/**
+ * The pool as Kysely sees it: its clients run the statements registered by executePrepared
+ * under their names (pg prepares a name on a connection's first use of it), everything else as
+ * before. One wrapper per client, so Kysely keeps one connection object per client.
+ */
+function preparingPool(pool: pg.Pool): PostgresPool {
+  const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
+  const wrap = (client: pg.PoolClient): PostgresPoolClient => ({
+    // Not in pg's types; Kysely reads it (when there) to cancel a query on a control connection.
+    get processID() {
+      return (client as { processID?: number }).processID;
+    },
+    query: ((sqlOrCursor: unknown, parameters?: unknown[]) => {
+      const name = typeof sqlOrCursor === 'string' ? preparedNames.get(sqlOrCursor) : undefined;
+      if (name) return client.query({ name, text: sqlOrCursor as string, values: parameters });
+      return client.query(sqlOrCursor as string, parameters);
+    }) as unknown as PostgresPoolClient['query'],
+    release: (destroy?: boolean) => client.release(destroy),
+  });
+  return {
+    Client: pg.Client,
+    options: pool.options,
+    end: () => pool.end(),
+    async connect() {
+      const client = await pool.connect();
+      let wrapper = wrappers.get(client);
+      if (!wrapper) wrappers.set(client, (wrapper = wrap(client)));
+      return wrapper;
     },
   };
 }

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
-import type { Executor } from './database.ts';
-import type { Message, MessageStatus, NewMessage, Recipient, Verdict } from './schema.ts';
+import { executePrepared, type Executor } from './database.ts';
+import { routeFromJson, type RouteJson } from './routes.repository.ts';
+import type { Message, MessageStatus, NewMessage, Recipient, Route, Verdict } from './schema.ts';
 
 export interface AttachmentInfo {
   filename: string | null;
@@ -113,6 +114,88 @@ export async function lockMessage(db: Executor, id: string): Promise<MessageMeta
 
 export async function listRecipients(db: Executor, messageId: string): Promise<Recipient[]> {
   return await db.selectFrom('recipients').selectAll().where('message_id', '=', messageId).orderBy('id').execute();
+}
+
+/** What a delivery attempt starts from (loadForDelivery). */
+export interface DeliveryLoad {
+  message: Message;
+  /** Every recipient, in the order they were accepted. */
+  recipients: Pick<Recipient, 'address' | 'status' | 'response'>[];
+  /** The message's route, when it still exists (of the message's own tenant only). */
+  route: Route | undefined;
+}
+
+/**
+ * A message with its recipients and its route, in one round trip: the first step of every
+ * delivery. Prepared: planning it cost more than running it.
+ */
+export async function loadForDelivery(db: Executor, id: string): Promise<DeliveryLoad | undefined> {
+  const columns = sql.join([...META_COLUMNS, 'mime'].map((c) => sql.ref(`m.${c}`)));
+  const query = sql<Message & { recipient_list: DeliveryLoad['recipients']; route_row: RouteJson | null }>`
+    SELECT ${columns},
+           COALESCE((SELECT json_agg(json_build_object('address', r.address, 'status', r.status, 'response', r.response) ORDER BY r.id)
+                       FROM recipients r
+                      WHERE r.message_id = m.id), '[]'::json) AS recipient_list,
+           to_jsonb(rt) AS route_row
+      FROM messages m
+      LEFT JOIN routes rt ON rt.id = m.route_id AND rt.tenant_id = m.tenant_id
+     WHERE m.id = ${id}::uuid`;
+  const r = await executePrepared(db, 'load_for_delivery', query);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  const { recipient_list: recipients, route_row: route, ...message } = row;
+  return { message, recipients, route: route ? routeFromJson(route) : undefined };
+}
+
+/** A delivery attempt that ends the message: `sent` (some recipient delivered) or `failed`. */
+export interface FinalAttempt {
+  /** Recorded only while the message still waits on this job (see recordFinalAttempt). */
+  jobId: string;
+  message: EventRef;
+  status: 'sent' | 'failed';
+  attempt: { route_id: string | null; route_name: string; number: number; response: string | null; duration_ms: number };
+  recipients: { address: string; status: MessageStatus; response: string | null }[];
+  event: EventInput;
+}
+
+/**
+ * Records a final attempt in one statement (so one round trip and an implicit transaction): the
+ * attempt, the recipients' results, the message's status and its event. Written only when the
+ * message still waits (queued or deferred) on `jobId`, under its row lock: another worker that
+ * holds the same job (a pg-boss retry after a lost heartbeat) and records first makes this a
+ * no-op. Returns whether it wrote. Prepared, as loadForDelivery.
+ */
+export async function recordFinalAttempt(db: Executor, a: FinalAttempt): Promise<boolean> {
+  const now = new Date();
+  const { message: m, attempt } = a;
+  const query = sql<{ n: number }>`
+    WITH locked AS (
+      SELECT id FROM messages
+       WHERE id = ${m.id}::uuid AND job_id = ${a.jobId}::uuid AND status IN ('queued', 'deferred')
+         FOR UPDATE
+    ), attempt AS (
+      INSERT INTO attempts (message_id, route_id, route_name, number, outcome, response, duration_ms)
+      SELECT id, ${attempt.route_id}::uuid, ${attempt.route_name}::text, ${attempt.number}::int, ${a.status}::text, ${attempt.response}::text, ${attempt.duration_ms}::int
+        FROM locked
+    ), recipient AS (
+      UPDATE recipients r
+         SET status = u.status, response = u.response, updated_at = ${now}::timestamptz
+        FROM locked, unnest(${a.recipients.map((x) => x.address)}::text[], ${a.recipients.map((x) => x.status)}::text[], ${a.recipients.map((x) => x.response)}::text[]) AS u (address, status, response)
+       WHERE r.message_id = locked.id AND r.address = u.address
+    ), message AS (
+      UPDATE messages msg
+         SET status = ${a.status}::text, attempts = ${attempt.number}::int, next_attempt_at = NULL, updated_at = ${now}::timestamptz,
+             sent_at = COALESCE(${a.status === 'sent' ? now : null}::timestamptz, msg.sent_at)
+        FROM locked
+       WHERE msg.id = locked.id
+    ), event AS (
+      INSERT INTO events (message_id, tenant_id, tag, route, type, detail)
+      SELECT id, ${m.tenant_id}::uuid, ${m.tag}::text, ${m.route_name ?? ''}::text, ${a.event.type}::text, ${JSON.stringify(a.event.detail ?? {})}::jsonb
+        FROM locked
+    )
+    SELECT count(*)::int AS n FROM locked`;
+  const r = await executePrepared(db, 'record_final_attempt', query);
+  return (r.rows[0]?.n ?? 0) > 0;
 }
 
 export async function listAttempts(db: Executor, messageId: string) {

@@ -47,6 +47,14 @@ export async function findRouteById(db: Executor, tenantId: string, routeId: str
   return await db.selectFrom('routes').selectAll().where('tenant_id', '=', tenantId).where('id', '=', routeId).executeTakeFirst();
 }
 
+/** A routes row as PostgreSQL's to_jsonb writes it: timestamps are strings. */
+export type RouteJson = Omit<Route, 'created_at' | 'updated_at'> & { created_at: string; updated_at: string };
+
+/** The Route a to_jsonb(routes row) stands for (a route read beside other rows in one query). */
+export function routeFromJson(row: RouteJson): Route {
+  return { ...row, created_at: new Date(row.created_at), updated_at: new Date(row.updated_at) };
+}
+
 export async function listRoutes(db: Executor, tenantId: string): Promise<Route[]> {
   return await db.selectFrom('routes').selectAll().where('tenant_id', '=', tenantId).orderBy('name').execute();
 }

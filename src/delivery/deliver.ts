@@ -110,6 +110,18 @@ async function record(
   const routeName = route?.name ?? message.route_name;
   // Outcomes count on the route that made the attempt, also when a fallback takes over.
   const ref = { id: message.id, tenant_id: message.tenant_id, tag: message.tag, route_name: routeName };
+  const attemptRow = { route_id: route?.id ?? null, route_name: routeName, number: attemptNo, response: decision.response, duration_ms: durationMs };
+
+  // The common case, a message that ends here, is one statement: no new job to send.
+  if (outcome === 'sent' || outcome === 'failed') {
+    const event: messages.EventInput =
+      decision.kind === 'exhausted'
+        ? { type: 'failed', detail: { attempt: attemptNo, route: routeName, response: decision.response, reason: decision.reason } }
+        : { type: 'sent', detail: { attempt: attemptNo, route: routeName, response: decision.response, delivered: decision.delivered } };
+    const recorded = await messages.recordFinalAttempt(db, { jobId: job.id, message: ref, status: outcome, attempt: attemptRow, recipients: decision.updates, event });
+    return { recorded, outcome };
+  }
+
   let recorded = false;
   let nextAttemptAt: Date | undefined;
 
@@ -120,15 +132,7 @@ async function record(
     if (!locked || locked.job_id !== job.id || !PENDING.has(locked.status)) return;
     recorded = true;
 
-    await messages.insertAttempt(trx, {
-      message_id: message.id,
-      route_id: route?.id ?? null,
-      route_name: routeName,
-      number: attemptNo,
-      outcome: outcome === 'sent' ? 'sent' : outcome === 'deferred' ? 'deferred' : 'failed',
-      response: decision.response,
-      duration_ms: durationMs,
-    });
+    await messages.insertAttempt(trx, { message_id: message.id, ...attemptRow, outcome: outcome === 'deferred' ? 'deferred' : 'failed' });
     const handoff = new Set(outcome === 'fallback' && decision.kind === 'exhausted' ? decision.handoff : []);
     for (const u of decision.updates) {
       if (!handoff.has(u.address)) await messages.updateRecipient(trx, message.id, u.address, u.status, u.response);
@@ -140,11 +144,6 @@ async function record(
     }
 
     switch (outcome) {
-      case 'sent': {
-        await messages.updateMessage(trx, message.id, { status: 'sent', attempts: attemptNo, sent_at: new Date(), next_attempt_at: null });
-        await messages.insertEvent(trx, ref, { type: 'sent', detail: { attempt: attemptNo, route: routeName, response: decision.response, delivered: decision.delivered } });
-        break;
-      }
       case 'deferred': {
         if (decision.kind !== 'deferred' || !route) throw new Error('unreachable: deferred without a schedule');
         const jobId = randomUUID();
@@ -175,12 +174,6 @@ async function record(
             from_route_id: route?.id ?? null,
           },
         });
-        break;
-      }
-      case 'failed': {
-        if (decision.kind !== 'exhausted') throw new Error('unreachable: failed without exhaustion');
-        await messages.updateMessage(trx, message.id, { status: 'failed', attempts: attemptNo, next_attempt_at: null });
-        await messages.insertEvent(trx, ref, { type: 'failed', detail: { attempt: attemptNo, route: routeName, response: decision.response, reason: decision.reason } });
         break;
       }
     }
@@ -259,20 +252,19 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<
   // Jobs of a fetched batch run one after another; one whose claim pg-boss already took back
   // (expiry while earlier ones ran) belongs to whoever runs it again.
   if (job.signal?.aborted) return;
-  const message = await messages.findMessage(ctx.db, messageId);
+  const loaded = await messages.loadForDelivery(ctx.db, messageId);
   // Gone (its tenant was deleted), already finished, or superseded by a newer job: the job is
   // a leftover (a reconciler duplicate, a pg-boss retry after we recorded). Nothing to do.
-  if (!message || message.job_id !== job.id || !PENDING.has(message.status)) {
+  if (!loaded || loaded.message.job_id !== job.id || !PENDING.has(loaded.message.status)) {
     ctx.log.debug({ message: messageId, job: job.id }, 'stale delivery job skipped');
     return;
   }
-  const route = message.route_id ? await findRouteById(ctx.db, message.tenant_id, message.route_id) : undefined;
+  const { message, route, recipients } = loaded;
   if (route?.paused) {
     const jobId = await putBack(deps, job, message.id, route, PAUSED_PUT_BACK_SECONDS);
     if (jobId) ctx.log.info({ tenant: route.tenant_id, message: message.id, route: route.name, job: jobId }, 'route paused: delivery job put back unsent');
     return;
   }
-  const recipients = await messages.listRecipients(ctx.db, message.id);
   const pending = recipients.filter((r) => PENDING.has(r.status)).map((r) => r.address);
   const attemptNo = message.attempts + 1;
 

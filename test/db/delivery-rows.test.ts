@@ -1,0 +1,160 @@
+// The two statements of a delivery's common case (src/db/messages.repository.ts): loadForDelivery
+// reads a message with its recipients and route in one query, and recordFinalAttempt writes a
+// final attempt in one statement, only while the message still waits on the job that made it.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import * as messages from '../../src/db/messages.repository.ts';
+import type { Route } from '../../src/db/schema.ts';
+import { commitMessage } from '../../src/pipeline/commit.ts';
+import { deleteRoute } from '../../src/db/routes.repository.ts';
+import { createRoute } from '../../src/services/routes.service.ts';
+import { createTenant } from '../../src/services/tenants.service.ts';
+import { acceptedMessage } from '../helpers/accepted.ts';
+import { testContext, type TestContext } from '../helpers/context.ts';
+
+let ctx: TestContext;
+let route: Route;
+let otherRoute: Route;
+
+before(async () => {
+  ctx = await testContext();
+  const tenant = await createTenant(ctx.db, { name: 'rowsco' });
+  route = await createRoute(ctx.db, ctx.box, tenant.id, { name: 'main', transport: 'capture' });
+  const other = await createTenant(ctx.db, { name: 'otherco' });
+  otherRoute = await createRoute(ctx.db, ctx.box, other.id, { name: 'theirs', transport: 'capture' });
+});
+
+after(async () => {
+  await ctx?.close();
+});
+
+const recipients = ['first@example.org', 'second@example.org', 'third@example.org'];
+
+/** A queued message on `route`; its first job's id is its own id. */
+async function queued(): Promise<string> {
+  return await commitMessage(ctx, acceptedMessage(route, { recipients }));
+}
+
+function finalAttempt(id: string, overrides: Partial<messages.FinalAttempt> = {}): messages.FinalAttempt {
+  return {
+    jobId: id,
+    message: { id, tenant_id: route.tenant_id, tag: 'untagged', route_name: route.name },
+    status: 'sent',
+    attempt: { route_id: route.id, route_name: route.name, number: 1, response: '250 ok', duration_ms: 12 },
+    recipients: [
+      { address: 'first@example.org', status: 'sent', response: '250 ok' },
+      { address: 'second@example.org', status: 'failed', response: '550 no such user' },
+      { address: 'third@example.org', status: 'sent', response: '250 ok' },
+    ],
+    event: { type: 'sent', detail: { attempt: 1, delivered: 2 } },
+    ...overrides,
+  };
+}
+
+async function written(id: string) {
+  return {
+    message: (await messages.findMessageMeta(ctx.db, id))!,
+    recipients: await messages.listRecipients(ctx.db, id),
+    attempts: await messages.listAttempts(ctx.db, id),
+    events: (await messages.listEvents(ctx.db, id)).map((e) => e.type),
+  };
+}
+
+describe('loadForDelivery', () => {
+  test('reads the message, its recipients in order and its route', async () => {
+    const id = await queued();
+    const loaded = await messages.loadForDelivery(ctx.db, id);
+    assert.ok(loaded);
+    assert.equal(loaded.message.id, id);
+    assert.equal(loaded.message.status, 'queued');
+    assert.ok(Buffer.isBuffer(loaded.message.mime) && loaded.message.mime.includes('<p>hello</p>'));
+    assert.ok(loaded.message.created_at instanceof Date);
+    assert.deepEqual(loaded.recipients, recipients.map((address) => ({ address, status: 'queued', response: null })));
+    // The route as findRouteById reads it, timestamps included (the transport cache keys on updated_at).
+    assert.deepEqual(loaded.route, route);
+  });
+
+  test('no route once it was deleted; undefined for an unknown message', async () => {
+    const scratch = await createRoute(ctx.db, ctx.box, route.tenant_id, { name: 'scratch', transport: 'capture' });
+    const id = await commitMessage(ctx, acceptedMessage(scratch));
+    // Straight from the table: the service refuses while messages wait on the route.
+    await deleteRoute(ctx.db, route.tenant_id, scratch.id);
+    const loaded = await messages.loadForDelivery(ctx.db, id);
+    assert.ok(loaded);
+    assert.equal(loaded.route, undefined);
+    assert.equal(await messages.loadForDelivery(ctx.db, '00000000-0000-7000-8000-000000000000'), undefined);
+  });
+
+  test("never joins another tenant's route, whatever route_id says", async () => {
+    const id = await queued();
+    await messages.updateMessage(ctx.db, id, { route_id: otherRoute.id });
+    const loaded = await messages.loadForDelivery(ctx.db, id);
+    assert.ok(loaded);
+    assert.equal(loaded.route, undefined);
+  });
+});
+
+describe('recordFinalAttempt', () => {
+  test('writes the attempt, each recipient, the status and the event', async () => {
+    const id = await queued();
+    assert.equal(await messages.recordFinalAttempt(ctx.db, finalAttempt(id)), true);
+    const w = await written(id);
+    assert.equal(w.message.status, 'sent');
+    assert.equal(w.message.attempts, 1);
+    assert.ok(w.message.sent_at instanceof Date);
+    assert.equal(w.message.next_attempt_at, null);
+    assert.deepEqual(
+      w.recipients.map((r) => [r.address, r.status, r.response]),
+      [
+        ['first@example.org', 'sent', '250 ok'],
+        ['second@example.org', 'failed', '550 no such user'],
+        ['third@example.org', 'sent', '250 ok'],
+      ],
+    );
+    assert.deepEqual(
+      w.attempts.map((a) => [a.number, a.outcome, a.response, a.duration_ms, a.route_id]),
+      [[1, 'sent', '250 ok', 12, route.id]],
+    );
+    assert.deepEqual(w.events, ['accepted', 'sent']);
+  });
+
+  test('failed: no sent_at; the recipients not in the attempt are left as they were', async () => {
+    const id = await queued();
+    const attempt = finalAttempt(id, {
+      status: 'failed',
+      recipients: [{ address: 'second@example.org', status: 'failed', response: '550 no such user' }],
+      event: { type: 'failed', detail: { reason: 'refused' } },
+    });
+    assert.equal(await messages.recordFinalAttempt(ctx.db, attempt), true);
+    const w = await written(id);
+    assert.equal(w.message.status, 'failed');
+    assert.equal(w.message.sent_at, null);
+    assert.deepEqual(w.recipients.map((r) => r.status), ['queued', 'failed', 'queued']);
+    assert.deepEqual(w.attempts.map((a) => a.outcome), ['failed']);
+    assert.deepEqual(w.events, ['accepted', 'failed']);
+  });
+
+  test('writes nothing for a job the message no longer waits on, or once it is final', async () => {
+    const id = await queued();
+    const before = await written(id);
+    assert.equal(await messages.recordFinalAttempt(ctx.db, finalAttempt(id, { jobId: '00000000-0000-7000-8000-000000000001' })), false);
+    assert.deepEqual(await written(id), before, 'a stale job wrote nothing');
+
+    assert.equal(await messages.recordFinalAttempt(ctx.db, finalAttempt(id)), true);
+    const after = await written(id);
+    assert.equal(await messages.recordFinalAttempt(ctx.db, finalAttempt(id, { status: 'failed' })), false);
+    assert.deepEqual(await written(id), after, 'a second record of the same job wrote nothing');
+  });
+
+  test('two workers recording the same job at once: exactly one writes', async () => {
+    for (let round = 0; round < 5; round++) {
+      const id = await queued();
+      const results = await Promise.all([messages.recordFinalAttempt(ctx.db, finalAttempt(id)), messages.recordFinalAttempt(ctx.db, finalAttempt(id, { status: 'failed' }))]);
+      assert.equal(results.filter(Boolean).length, 1, `round ${round}: ${results}`);
+      const w = await written(id);
+      assert.equal(w.attempts.length, 1);
+      assert.equal(w.events.length, 2);
+      assert.equal(w.message.status, results[0] ? 'sent' : 'failed');
+    }
+  });
+});
