@@ -2,7 +2,7 @@
 // minute. Windows follow the database clock (now()), never a relay's: every process counts
 // into the same row however far its own clock drifts.
 import { sql } from 'kysely';
-import type { Executor } from './database.ts';
+import { executePrepared, type Executor } from './database.ts';
 
 export interface RateWindow {
   /** Messages counted in the current window. */
@@ -38,7 +38,7 @@ const toWindow = (row: WindowRow): RateWindow => ({
  * statement drops the tenant's earlier windows, so each tenant keeps a row or two.
  */
 export async function consume(db: Executor, tenantId: string, limit: number): Promise<Consumed> {
-  const { rows } = await sql<WindowRow>`
+  const query = sql<WindowRow>`
     WITH w AS (SELECT date_trunc('minute', now()) AS start),
     dropped AS (
       DELETE FROM rate_counters WHERE tenant_id = ${tenantId} AND window_start < (SELECT start FROM w)
@@ -52,7 +52,9 @@ export async function consume(db: Executor, tenantId: string, limit: number): Pr
     SELECT (SELECT count FROM counted) AS count, w.start AS window_start,
            ceil(extract(epoch FROM w.start + interval '1 minute' - now()))::int AS retry_after
     FROM w
-  `.execute(db);
+  `;
+  // Prepared (database.ts executePrepared): one per message of a rate-limited tenant.
+  const { rows } = await executePrepared(db, 'rate_consume', query);
   const row = rows[0];
   const counted = row.count !== null;
   return { ...toWindow(row), count: counted ? row.count! : limit, counted };
