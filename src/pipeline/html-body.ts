@@ -30,17 +30,32 @@ function is7bitText(bytes: Buffer, max: number): boolean {
   return true;
 }
 
-/** Literal in quoted-printable: printable ASCII but "=" (rule 2); space and tab only mid-line (rule 3). */
-const literal = (b: number): boolean => (b >= 0x21 && b <= 0x7e && b !== 0x3d) || b === 0x20 || b === 0x09;
+/** Bytes by what quoted-printable makes of them (RFC 2045 §6.7). */
+const PLAIN = 0; // printable ASCII but "=": written as it is (rule 2)
+const SPACE = 1; // space and tab: as they are mid-line, encoded before a line break (rule 3)
+const ESCAPE = 2; // everything else: "=XX" (rule 1)
+const KIND = new Uint8Array(256).fill(ESCAPE);
+for (let b = 0x21; b <= 0x7e; b++) if (b !== 0x3d) KIND[b] = PLAIN;
+KIND[0x20] = SPACE;
+KIND[0x09] = SPACE;
+const HEX_CODES = Buffer.from(HEX, 'latin1');
 
 /** Quoted-printable of CRLF-separated text: hard breaks stay CRLF, lines are soft-broken at 76. */
 export function quotedPrintable(bytes: Buffer): Buffer {
   // Worst case: every byte becomes "=XX", plus a soft break every 25 bytes.
   const out = Buffer.allocUnsafe(bytes.length * 3 + Math.ceil(bytes.length / 25) * 3 + 2);
+  const n = bytes.length;
   let o = 0;
   let column = 0;
-  for (let i = 0; i < bytes.length; i++) {
+  for (let i = 0; i < n; i++) {
     const b = bytes[i];
+    const kind = KIND[b];
+    // Most bytes: plain, far enough from the line's end that no soft break can be due.
+    if (kind === PLAIN && column < MAX_QP_LINE - 1) {
+      out[o++] = b;
+      column++;
+      continue;
+    }
     if (b === 0x0d && bytes[i + 1] === 0x0a) {
       out[o++] = 0x0d;
       out[o++] = 0x0a;
@@ -48,9 +63,9 @@ export function quotedPrintable(bytes: Buffer): Buffer {
       i++;
       continue;
     }
-    const atLineEnd = i + 1 === bytes.length || (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a);
+    const atLineEnd = i + 1 === n || (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a);
     // Whitespace before a line break would be stripped in transport: encoded there (rule 3).
-    const plain = literal(b) && !((b === 0x20 || b === 0x09) && atLineEnd);
+    const plain = kind === PLAIN || (kind === SPACE && !atLineEnd);
     const width = plain ? 1 : 3;
     // The soft break "=" needs a column of its own, unless this character ends the line.
     if (column + width > (atLineEnd ? MAX_QP_LINE : MAX_QP_LINE - 1)) {
@@ -63,8 +78,8 @@ export function quotedPrintable(bytes: Buffer): Buffer {
       out[o++] = b;
     } else {
       out[o++] = 0x3d;
-      out[o++] = HEX.charCodeAt(b >> 4);
-      out[o++] = HEX.charCodeAt(b & 0x0f);
+      out[o++] = HEX_CODES[b >> 4];
+      out[o++] = HEX_CODES[b & 0x0f];
     }
     column += width;
   }
