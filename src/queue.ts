@@ -1,7 +1,7 @@
 // pg-boss plumbing: one queue per route, named `route.<route id>`, and job sends that join
 // the caller's Kysely transaction so a message row and its job commit together.
 import { fromKysely, PgBoss } from 'pg-boss';
-import type { Executor } from './db/database.ts';
+import { preparedBossDb, type Executor } from './db/database.ts';
 
 export const queueName = (routeId: string): string => `route.${routeId}`;
 
@@ -114,7 +114,7 @@ export async function enqueueDelivery(boss: PgBoss, db: Executor, input: Enqueue
   const data: DeliveryJobData = { messageId: input.messageId, ...(reserved ? { sendAt: reserved.at.toISOString(), sendPerSecond: reserved.perSecond } : {}) };
   const id = await boss.send(queueName(input.routeId), data, {
     id: input.jobId,
-    db: fromKysely(db),
+    db: preparedBossDb(db),
     ...(input.startAfter !== undefined ? { startAfter: input.startAfter } : {}),
   });
   if (id === null) throw new Error(`pg-boss refused the job for message ${input.messageId}`);
@@ -126,7 +126,7 @@ export async function enqueueDelivery(boss: PgBoss, db: Executor, input: Enqueue
  */
 export async function enqueueNewDeliveries(boss: PgBoss, db: Executor, routeId: string, messageIds: string[]): Promise<void> {
   const jobs = messageIds.map((messageId) => ({ id: messageId, data: { messageId } satisfies DeliveryJobData }));
-  const ids = await boss.insert(queueName(routeId), jobs, { db: fromKysely(db), returnId: true });
+  const ids = await boss.insert(queueName(routeId), jobs, { db: preparedBossDb(db), returnId: true });
   // A job id taken already is skipped by pg-boss (ON CONFLICT DO NOTHING): fail the batch.
   if ((ids?.length ?? 0) !== messageIds.length) {
     throw new Error(`pg-boss created ${ids?.length ?? 0} of ${messageIds.length} delivery jobs on route ${routeId}`);

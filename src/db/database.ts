@@ -1,5 +1,6 @@
 // The Kysely instance over a pg pool. Repositories are the only users of it.
-import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
+import { createHash } from 'node:crypto';
+import { CompiledQuery, Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, type QueryResult, type Transaction } from 'kysely';
 import pg from 'pg';
 import type { Database } from './schema.ts';
 
@@ -45,29 +46,50 @@ export function openDatabase(url: string, options: { max?: number; applicationNa
   };
 }
 
-/** SQL text → name of the statements run through executePrepared. */
+/** SQL text → name of the statements run as prepared ones. */
 const preparedNames = new Map<string, string>();
 /** Name → SQL text: a name stands for one text only. */
 const preparedTexts = new Map<string, string>();
+/** A bound on pg-boss's names (statements a library writes could vary without end): beyond, unnamed. */
+const MAX_PREPARED = 200;
 
 /**
- * Runs `query` as a named prepared statement: each connection has PostgreSQL parse and plan it
- * once, then only binds and executes it. For the few statements run for every message, whose
- * planning costs as much as their execution (a delivery's load and record: see
- * messages.repository.ts). The query's SQL text must never vary (no lists spelled out as `IN
- * (...)`: pass arrays); a name reused for another text is a bug and throws. Each statement
- * names its columns: a prepared `SELECT *` would fail once a migration adds a column.
+ * Runs `query` (compiled: `sql\`...\`.compile(db)` or a builder's `.compile()`) as a named
+ * prepared statement: each connection has PostgreSQL parse and plan it once, then only binds and
+ * executes it. For the few statements run for every message, whose planning costs as much as
+ * their execution (a delivery's load and record, messages.repository.ts). The query's SQL text
+ * must never vary (no lists spelled out as `IN (...)`: pass arrays); a name reused for another
+ * text is a bug and throws. Each statement names its columns: a prepared `SELECT *` would fail
+ * once a migration adds a column.
  */
-export async function executePrepared<R>(db: Executor, name: string, query: RawBuilder<R>): Promise<QueryResult<R>> {
-  const compiled = query.compile(db);
+export async function executePrepared<R>(db: Executor, name: string, query: CompiledQuery<R>): Promise<QueryResult<R>> {
   const text = preparedTexts.get(name);
   if (text === undefined) {
-    preparedTexts.set(name, compiled.sql);
-    preparedNames.set(compiled.sql, name);
-  } else if (text !== compiled.sql) {
+    preparedTexts.set(name, query.sql);
+    preparedNames.set(query.sql, name);
+  } else if (text !== query.sql) {
     throw new Error(`prepared statement "${name}" was given another SQL text`);
   }
-  return await db.executeQuery(compiled);
+  return await db.executeQuery(query);
+}
+
+/**
+ * pg-boss's statements in our transaction (pg-boss's fromKysely adapter, prepared): sending a
+ * message's job costs more to plan than to run. Named by a hash of their text, since pg-boss
+ * writes them; past MAX_PREPARED distinct texts, the rest run unnamed.
+ */
+export function preparedBossDb(db: Executor): { executeSql(text: string, values?: unknown[]): Promise<{ rows: unknown[] }> } {
+  return {
+    async executeSql(text, values) {
+      if (!preparedNames.has(text) && preparedTexts.size < MAX_PREPARED) {
+        const name = `pgboss_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
+        preparedTexts.set(name, text);
+        preparedNames.set(text, name);
+      }
+      const result = await db.executeQuery(CompiledQuery.raw(text, values ?? []));
+      return { rows: [...result.rows] };
+    },
+  };
 }
 
 /**

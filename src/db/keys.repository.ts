@@ -1,4 +1,4 @@
-import type { Executor } from './database.ts';
+import { executePrepared, type Executor } from './database.ts';
 import type { ApiKey, KeyMode, KeyScope, Tenant } from './schema.ts';
 
 export async function insertKey(
@@ -20,7 +20,7 @@ export interface KeyWithTenant {
 
 /** The live (not revoked) key with this hash, and its tenant. */
 export async function findKeyByHash(db: Executor, hash: Buffer): Promise<KeyWithTenant | undefined> {
-  const row = await db
+  const query = db
     .selectFrom('api_keys as k')
     .innerJoin('tenants as t', 't.id', 'k.tenant_id')
     .select([
@@ -30,7 +30,9 @@ export async function findKeyByHash(db: Executor, hash: Buffer): Promise<KeyWith
     ])
     .where('k.hash', '=', hash)
     .where('k.revoked_at', 'is', null)
-    .executeTakeFirst();
+    .compile();
+  // Prepared (database.ts): once per SMTP session or HTTP request, planned once per connection.
+  const [row] = (await executePrepared(db, 'find_key_by_hash', query)).rows;
   if (!row) return undefined;
   return {
     key: {

@@ -140,7 +140,7 @@ export async function loadForDelivery(db: Executor, id: string): Promise<Deliver
       FROM messages m
       LEFT JOIN routes rt ON rt.id = m.route_id AND rt.tenant_id = m.tenant_id
      WHERE m.id = ${id}::uuid`;
-  const r = await executePrepared(db, 'load_for_delivery', query);
+  const r = await executePrepared(db, 'load_for_delivery', query.compile(db));
   const row = r.rows[0];
   if (!row) return undefined;
   const { recipient_list: recipients, route_row: route, ...message } = row;
@@ -194,7 +194,7 @@ export async function recordFinalAttempt(db: Executor, a: FinalAttempt): Promise
         FROM locked
     )
     SELECT count(*)::int AS n FROM locked`;
-  const r = await executePrepared(db, 'record_final_attempt', query);
+  const r = await executePrepared(db, 'record_final_attempt', query.compile(db));
   return (r.rows[0]?.n ?? 0) > 0;
 }
 

@@ -54,7 +54,7 @@ export async function consume(db: Executor, tenantId: string, limit: number): Pr
     FROM w
   `;
   // Prepared (database.ts executePrepared): one per message of a rate-limited tenant.
-  const { rows } = await executePrepared(db, 'rate_consume', query);
+  const { rows } = await executePrepared(db, 'rate_consume', query.compile(db));
   const row = rows[0];
   const counted = row.count !== null;
   return { ...toWindow(row), count: counted ? row.count! : limit, counted };

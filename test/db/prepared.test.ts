@@ -21,8 +21,8 @@ const preparedOnThisConnection = async (trx: Parameters<typeof executePrepared>[
 
 test('a statement run through executePrepared is prepared once per connection under its name, then reused', async () => {
   await ctx.db.transaction().execute(async (trx) => {
-    const first = await executePrepared(trx, 'test_double', sql<{ n: number }>`SELECT ${21}::int * 2 AS n`);
-    const again = await executePrepared(trx, 'test_double', sql<{ n: number }>`SELECT ${50}::int * 2 AS n`);
+    const first = await executePrepared(trx, 'test_double', sql<{ n: number }>`SELECT ${21}::int * 2 AS n`.compile(trx));
+    const again = await executePrepared(trx, 'test_double', sql<{ n: number }>`SELECT ${50}::int * 2 AS n`.compile(trx));
     assert.deepEqual([first.rows, again.rows], [[{ n: 42 }], [{ n: 100 }]]);
     const statements = await preparedOnThisConnection(trx);
     assert.deepEqual(statements.filter((s) => s.name === 'test_double'), [{ name: 'test_double', from_sql: false }], 'prepared once, by the protocol');
@@ -39,5 +39,5 @@ test('other statements stay unnamed', async () => {
 });
 
 test('a name given another SQL text throws before anything runs', async () => {
-  await assert.rejects(executePrepared(ctx.db, 'test_double', sql`SELECT ${1}::int AS other`), /"test_double" was given another SQL text/);
+  await assert.rejects(executePrepared(ctx.db, 'test_double', sql`SELECT ${1}::int AS other`.compile(ctx.db)), /"test_double" was given another SQL text/);
 });
