@@ -1,7 +1,8 @@
 // The Kysely instance over a pg pool. Repositories are the only users of it.
 import { createHash } from 'node:crypto';
-import { CompiledQuery, Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, type QueryResult, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, type CompiledQuery, type PostgresPool, type PostgresPoolClient, type QueryResult, type Transaction } from 'kysely';
 import pg from 'pg';
+import { fromKysely, type Db as BossDb } from 'pg-boss';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -65,8 +66,7 @@ const MAX_PREPARED = 200;
 export async function executePrepared<R>(db: Executor, name: string, query: CompiledQuery<R>): Promise<QueryResult<R>> {
   const text = preparedTexts.get(name);
   if (text === undefined) {
-    preparedTexts.set(name, query.sql);
-    preparedNames.set(query.sql, name);
+    register(name, query.sql);
   } else if (text !== query.sql) {
     throw new Error(`prepared statement "${name}" was given another SQL text`);
   }
@@ -78,18 +78,19 @@ export async function executePrepared<R>(db: Executor, name: string, query: Comp
  * message's job costs more to plan than to run. Named by a hash of their text, since pg-boss
  * writes them; past MAX_PREPARED distinct texts, the rest run unnamed.
  */
-export function preparedBossDb(db: Executor): { executeSql(text: string, values?: unknown[]): Promise<{ rows: unknown[] }> } {
+export function preparedBossDb(db: Executor): BossDb {
+  const adapter = fromKysely(db);
   return {
-    async executeSql(text, values) {
-      if (!preparedNames.has(text) && preparedTexts.size < MAX_PREPARED) {
-        const name = `pgboss_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
-        preparedTexts.set(name, text);
-        preparedNames.set(text, name);
-      }
-      const result = await db.executeQuery(CompiledQuery.raw(text, values ?? []));
-      return { rows: [...result.rows] };
+    executeSql(text, values) {
+      if (!preparedNames.has(text) && preparedTexts.size < MAX_PREPARED) register(`pgboss_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`, text);
+      return adapter.executeSql(text, values);
     },
   };
+}
+
+function register(name: string, text: string): void {
+  preparedTexts.set(name, text);
+  preparedNames.set(text, name);
 }
 
 /**

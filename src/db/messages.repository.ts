@@ -125,14 +125,16 @@ export interface DeliveryLoad {
   route: Route | undefined;
 }
 
+/** Every column of the message, named (a prepared statement's result type must not change). */
+const DELIVERY_COLUMNS = sql.join([...META_COLUMNS, 'mime'].map((c) => sql.ref(`m.${c}`)));
+
 /**
  * A message with its recipients and its route, in one round trip: the first step of every
  * delivery. Prepared: planning it cost more than running it.
  */
 export async function loadForDelivery(db: Executor, id: string): Promise<DeliveryLoad | undefined> {
-  const columns = sql.join([...META_COLUMNS, 'mime'].map((c) => sql.ref(`m.${c}`)));
   const query = sql<Message & { recipient_list: DeliveryLoad['recipients']; route_row: RouteJson | null }>`
-    SELECT ${columns},
+    SELECT ${DELIVERY_COLUMNS},
            COALESCE((SELECT json_agg(json_build_object('address', r.address, 'status', r.status, 'response', r.response) ORDER BY r.id)
                        FROM recipients r
                       WHERE r.message_id = m.id), '[]'::json) AS recipient_list,

@@ -55,7 +55,7 @@ class Changes {
   at(from: number): number {
     let first = Infinity;
     for (let k = 0; k < 3; k++) {
-      if (this.#next[k] !== Infinity && this.#next[k] < from) {
+      if (this.#next[k] < from) {
         const found = this.#body.indexOf(Changes.#patterns[k], from);
         this.#next[k] = found < 0 ? Infinity : found;
       }
