@@ -55,6 +55,19 @@ export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[])
   );
 }
 
+/**
+ * A message's bytes, given in pieces, into its row (written with an empty mime): a statement per
+ * piece, then one that joins them in PostgreSQL. Run in the transaction that inserted the row.
+ */
+export async function writeMimePieces(db: Executor, messageId: string, pieces: readonly Buffer[]): Promise<void> {
+  for (const [seq, bytes] of pieces.entries()) await db.insertInto('mime_pieces').values({ message_id: messageId, seq, bytes }).execute();
+  await sql`
+    UPDATE messages SET mime = (SELECT string_agg(bytes, ''::bytea ORDER BY seq) FROM mime_pieces WHERE message_id = ${messageId})
+    WHERE id = ${messageId}
+  `.execute(db);
+  await db.deleteFrom('mime_pieces').where('message_id', '=', messageId).execute();
+}
+
 export async function insertEvent(db: Executor, message: EventRef, event: EventInput): Promise<void> {
   await insertEvents(db, [{ message, event }]);
 }

@@ -182,6 +182,13 @@ export interface StatsHourlyTable {
   unique_clicked: ColumnType<number, number | undefined, number>;
 }
 
+/** A large message's bytes while its accepting transaction writes them (writeMimePieces). */
+export interface MimePiecesTable {
+  message_id: string;
+  seq: number;
+  bytes: Buffer;
+}
+
 export interface RateCountersTable {
   tenant_id: string;
   window_start: Date;
@@ -266,6 +273,7 @@ export interface Database {
   messages: MessagesTable;
   recipients: RecipientsTable;
   attachments: AttachmentsTable;
+  mime_pieces: MimePiecesTable;
   attempts: AttemptsTable;
   events: EventsTable;
   stats_hourly: StatsHourlyTable;

@@ -2,21 +2,34 @@
 // From/To/Subject/Reply-To and the non-image attachments, and DKIM-signs when the sender's
 // domain has a key. The bytes built here are exactly what delivery sends and /mime returns.
 import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
+import { Readable } from 'node:stream';
 import libmime from 'libmime';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { SecretBox } from '../crypto.ts';
+import { churned } from '../gc.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
-import { dkimSign } from './dkim.ts';
+import { dkimSignature } from './dkim.ts';
 import { encodeHtmlBody } from './html-body.ts';
 import type { Address, Attachment, Submission } from './submission.ts';
 
 /** RFC 5322 §2.1.1: no line of a message may be longer than 998 octets (without its CRLF). */
 export const MAX_LINE_OCTETS = 998;
 
+/**
+ * The final message in pieces of about PIECE_BYTES, each ending after a CRLF but the last: no
+ * line spans two pieces. A large message is never joined into one buffer, here or on its way
+ * into the database (commit.ts), so it is not held twice; a small one is a piece or two.
+ */
 export interface Built {
-  mime: Buffer;
+  mime: Buffer[];
+  size: number;
   messageIdHeader: string;
 }
+
+export const PIECE_BYTES = 1024 * 1024;
+/** The slices an attachment is handed to nodemailer in (see slices). */
+const SLICE_BYTES = 64 * 1024;
+const CRLF = Buffer.from('\r\n');
 
 const fmt = (a: Address) => ({ name: a.name, address: a.address });
 
@@ -88,9 +101,11 @@ function attachmentContent(a: Attachment): Buffer {
  * Bodies are encoded into short lines and attached messages were checked; what is left is a
  * header holding one word too long to fold: a display name, an address, a file name, a content id.
  */
-function assertLineLengths(mime: Buffer): void {
-  const at = longLineAt(mime);
-  if (at >= 0) throw lineTooLong(`${fieldAt(mime, at)} holds a word`);
+function assertLineLengths(pieces: readonly Buffer[]): void {
+  for (const piece of pieces) {
+    const at = longLineAt(piece);
+    if (at >= 0) throw lineTooLong(`${fieldAt(piece, at)} holds a word`);
+  }
 }
 
 /** The name of the header field a line belongs to (continuation lines start with WSP). */
@@ -127,14 +142,15 @@ function signingKey(box: SecretBox, sealed: string): KeyObject {
  * is random per message, so nothing a client sent can stand in for it; should nodemailer ever
  * write the part differently, the message is composed by nodemailer alone.
  */
-export function spliceHtmlBody(composed: Buffer, placeholder: string, html: string): Buffer | undefined {
+export function spliceHtmlBody(composed: Buffer, placeholder: string, html: string, complete = true): Buffer | undefined {
   const cte = '\r\nContent-Transfer-Encoding: 7bit\r\n';
   const at = composed.indexOf(placeholder, 0, 'latin1');
   const header = composed.lastIndexOf(cte, at, 'latin1');
   // The placeholder once, as the body of the part whose header block holds that 7bit.
   if (at < 0 || composed.indexOf(placeholder, at + 1, 'latin1') >= 0 || header < 0 || composed.indexOf('\r\n\r\n', header, 'latin1') !== at - 4) return undefined;
   const { encoding, body } = encodeHtmlBody(html);
-  // Alone, the part ends the message with one line break: nodemailer adds it unless the body has it.
+  // Alone, the part ends the message with one line break: nodemailer adds it unless the body has
+  // it. (`composed` may be the start of the message only: then more follows the part.)
   const rest = composed.subarray(at + placeholder.length);
   const endsWithBreak = body.length >= 2 && body[body.length - 2] === 0x0d && body[body.length - 1] === 0x0a;
   return Buffer.concat([
@@ -142,11 +158,27 @@ export function spliceHtmlBody(composed: Buffer, placeholder: string, html: stri
     Buffer.from(`\r\nContent-Transfer-Encoding: ${encoding}\r\n`, 'latin1'),
     composed.subarray(header + cte.length, at),
     body,
-    endsWithBreak && rest.equals(Buffer.from('\r\n')) ? Buffer.alloc(0) : rest,
+    endsWithBreak && complete && rest.equals(CRLF) ? Buffer.alloc(0) : rest,
   ]);
 }
 
-function compose(messageIdHeader: string, sub: Submission, html: string): Promise<Buffer> {
+/**
+ * The bytes as a stream of slices that holds them only until they are read: as nodemailer
+ * encodes an attachment into the message, the decoded attachment can be let go.
+ */
+function slices(bytes: Buffer): Readable {
+  let rest: Buffer | undefined = bytes;
+  return new Readable({
+    read() {
+      if (!rest) return void this.push(null);
+      const slice = rest.subarray(0, SLICE_BYTES);
+      rest = rest.length > SLICE_BYTES ? rest.subarray(SLICE_BYTES) : undefined;
+      this.push(slice);
+    },
+  });
+}
+
+function compose(messageIdHeader: string, sub: Submission, html: string, contents: readonly Buffer[]): Readable {
   const from = sub.from![0];
   const composer = new MailComposer({
     from: fmt(from),
@@ -156,9 +188,9 @@ function compose(messageIdHeader: string, sub: Submission, html: string): Promis
     html,
     messageId: messageIdHeader,
     date: new Date(),
-    attachments: sub.attachments.map((a) => ({
+    attachments: sub.attachments.map((a, i) => ({
       filename: a.filename ?? undefined,
-      content: attachmentContent(a),
+      content: slices(contents[i]),
       contentType: a.contentType,
       ...(a.contentId ? { cid: a.contentId } : {}),
       // A forwarded message goes out as an attachment, whatever the client said: an inline
@@ -170,18 +202,89 @@ function compose(messageIdHeader: string, sub: Submission, html: string): Promis
     disableFileAccess: true,
     disableUrlAccess: true,
   });
-  return composer.compile().build();
+  return composer.compile().createReadStream();
 }
+
+/**
+ * Cuts `bytes` into pieces of about PIECE_BYTES that end after a CRLF (views, not copies) and
+ * returns what follows the last cut. A line longer than a piece stays whole.
+ */
+function cutLines(bytes: Buffer, pieces: Buffer[]): Buffer {
+  let start = 0;
+  while (bytes.length - start >= PIECE_BYTES) {
+    let lf = lastLineEndAtOrBefore(bytes, start + PIECE_BYTES - 1, start);
+    if (lf < 0) {
+      const next = bytes.indexOf(CRLF, start + PIECE_BYTES);
+      if (next < 0) break;
+      lf = next + 1;
+    }
+    pieces.push(bytes.subarray(start, lf + 1));
+    start = lf + 1;
+  }
+  return bytes.subarray(start);
+}
+
+/** The HTML body, to go in where nodemailer wrote the placeholder (spliceHtmlBody). */
+interface HtmlSplice {
+  placeholder: string;
+  html: string;
+}
+
+/**
+ * Reads the composed message as nodemailer writes it and cuts it into pieces as it grows, the
+ * HTML body spliced in once its part has been read. When the part was written otherwise, the
+ * result is undefined and nothing more is read.
+ */
+async function collect(composed: Readable, splice?: HtmlSplice): Promise<Buffer[] | undefined> {
+  const pieces: Buffer[] = [];
+  let pending: Buffer[] = [];
+  let bytes = 0;
+  let spliced = !splice;
+  let partIn = spliced;
+  const join = (complete: boolean): Buffer | undefined => {
+    const joined = pending.length === 1 ? pending[0] : Buffer.concat(pending, bytes);
+    if (spliced) return joined;
+    spliced = true;
+    return spliceHtmlBody(joined, splice!.placeholder, splice!.html, complete);
+  };
+  for await (const chunk of composed as AsyncIterable<Buffer>) {
+    pending.push(chunk);
+    bytes += chunk.length;
+    churned(chunk.length);
+    // Pieces are cut once there is a piece's worth, and the HTML part is in (nodemailer writes
+    // its body in one chunk; if it did not, the part is found in the whole message at the end).
+    partIn ||= chunk.includes(splice!.placeholder);
+    if (bytes < PIECE_BYTES || !partIn) continue;
+    const joined = join(false);
+    if (!joined) {
+      composed.destroy();
+      return undefined;
+    }
+    const rest = cutLines(joined, pieces);
+    pending = [rest];
+    bytes = rest.length;
+  }
+  const joined = join(true);
+  if (!joined) return undefined;
+  const rest = cutLines(joined, pieces);
+  if (rest.length > 0 || pieces.length === 0) pieces.push(rest);
+  return pieces;
+}
+
+const sizeOf = (pieces: readonly Buffer[]) => pieces.reduce((sum, p) => sum + p.length, 0);
 
 export async function buildMime(box: SecretBox, hostname: string, id: string, sub: Submission): Promise<Built> {
   const messageIdHeader = `<${id}@${hostname}>`;
   const html = crlf(sub.html ?? '');
   const placeholder = `txrelay-html-${randomUUID()}`;
-  const unsigned = spliceHtmlBody(await compose(messageIdHeader, sub, placeholder), placeholder, html) ?? (await compose(messageIdHeader, sub, html));
+  const contents = sub.attachments.map(attachmentContent);
+  const unsigned =
+    (await collect(compose(messageIdHeader, sub, placeholder, contents), { placeholder, html })) ?? (await collect(compose(messageIdHeader, sub, html, contents)))!;
   assertLineLengths(unsigned);
   const domain = sub.testMode ? undefined : sub.senderDomain;
-  if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, messageIdHeader };
-  const signed = await dkimSign(unsigned, { domain: domain.name, selector: domain.dkim_selector, key: signingKey(box, domain.dkim_private_key_enc) });
+  if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, size: sizeOf(unsigned), messageIdHeader };
+  const signature = await dkimSignature(unsigned, { domain: domain.name, selector: domain.dkim_selector, key: signingKey(box, domain.dkim_private_key_enc) });
   sub.verdicts.push({ rule: 'dkim', action: 'signed', detail: `d=${domain.name}; s=${domain.dkim_selector}` });
-  return { mime: signed, messageIdHeader };
+  const mime = [signature, ...unsigned];
+  return { mime, size: sizeOf(mime), messageIdHeader };
 }

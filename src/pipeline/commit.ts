@@ -2,7 +2,7 @@
 // pg-boss job commit in one PostgreSQL transaction. Only after this returns may SMTP say 250.
 // Under load, messages share that transaction (createCommitter: group commit).
 import type { Context } from '../context.ts';
-import { findByIdempotencyKey, insertAcceptedMessages, insertEvent, type AcceptedRows, type AttachmentInfo } from '../db/messages.repository.ts';
+import { findByIdempotencyKey, insertAcceptedMessages, insertEvent, writeMimePieces, type AcceptedRows, type AttachmentInfo } from '../db/messages.repository.ts';
 import type { Verdict } from '../db/schema.ts';
 import { enqueueNewDeliveries, ensureQueue } from '../queue.ts';
 import { isUniqueViolation } from '../services/errors.ts';
@@ -22,7 +22,9 @@ export interface AcceptedMessage {
   fromAddress: string;
   subject: string;
   messageIdHeader: string;
-  mime: Buffer;
+  /** The final message in pieces of whole lines (build.ts), `size` bytes in all. */
+  mime: Buffer[];
+  size: number;
   verdicts: Verdict[];
   recipients: string[];
   attachments: AttachmentInfo[];
@@ -36,6 +38,17 @@ async function ensureRouteQueue(ctx: Context, routeId: string): Promise<void> {
   await ensureQueue(ctx.boss, routeId);
   knownQueues.add(routeId);
 }
+
+/**
+ * A larger message commits alone: a batch's multi-row INSERT carries every message's bytes in
+ * one protocol message, and a few 25 MiB messages together would hold that much more memory.
+ * Nor is it joined into one buffer to be sent as one parameter (its bytes would be held twice,
+ * and a third time by the driver): its row is written without them and its pieces follow, a
+ * statement each (writeMimePieces).
+ */
+const MAX_BATCHED_BYTES = 1024 * 1024;
+const inPieces = (m: AcceptedMessage) => m.size > MAX_BATCHED_BYTES;
+const NO_BYTES = Buffer.alloc(0);
 
 function rowsOf(m: AcceptedMessage, routeId: string | null): AcceptedRows {
   return {
@@ -56,8 +69,8 @@ function rowsOf(m: AcceptedMessage, routeId: string | null): AcceptedRows {
       from_address: m.fromAddress,
       subject: m.subject,
       message_id_header: m.messageIdHeader,
-      size: m.mime.length,
-      mime: m.mime,
+      size: m.size,
+      mime: inPieces(m) ? NO_BYTES : m.mime.length === 1 ? m.mime[0] : Buffer.concat(m.mime, m.size),
       verdicts: m.verdicts,
       job_id: routeId ? m.id : null,
       idempotency_key: m.idempotencyKey ?? null,
@@ -82,6 +95,7 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
   try {
     await ctx.db.transaction().execute(async (trx) => {
       await insertAcceptedMessages(trx, [rowsOf(m, routeId)]);
+      if (inPieces(m)) await writeMimePieces(trx, m.id, m.mime);
       if (routeId) {
         await enqueueNewDeliveries(ctx.boss, trx, routeId, [m.id]);
       } else {
@@ -101,11 +115,6 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
 
 /** Messages in one group commit at most, and group commits running at once. */
 const MAX_BATCH = 100;
-/**
- * A larger message commits alone: a batch's multi-row INSERT carries every message's bytes in
- * one protocol message, and a few 25 MiB messages together would hold that much more memory.
- */
-const MAX_BATCHED_BYTES = 1024 * 1024;
 const MAX_BATCHES_IN_FLIGHT = 2;
 
 interface Waiting {
@@ -160,7 +169,7 @@ export function createCommitter(ctx: Context): (m: AcceptedMessage) => Promise<s
 
   return function commit(m: AcceptedMessage): Promise<string> {
     const { routeId } = m;
-    if (m.idempotencyKey || m.testMode || !routeId || m.mime.length > MAX_BATCHED_BYTES) return commitMessage(ctx, m);
+    if (m.idempotencyKey || m.testMode || !routeId || inPieces(m)) return commitMessage(ctx, m);
     return new Promise((resolve, reject) => {
       waiting.push({ m: { ...m, routeId }, resolve, reject });
       next();

@@ -1,10 +1,10 @@
-// DKIM-Signature (RFC 6376): rsa-sha256, relaxed/relaxed, over a message held in memory. The
-// RSA signature itself is most of the cost and cannot shrink; nodemailer's signer adds as much
-// again around it (the message streamed through a header parser and a canonicalizing body
-// stream, chunk by chunk, with a setImmediate between chunks). Here the body is hashed in one
-// pass over the buffer, and runs of lines that canonicalization leaves alone (base64, most HTML)
-// go to the hash as they are, without a copy.
-import { createHash, sign, type KeyObject } from 'node:crypto';
+// DKIM-Signature (RFC 6376): rsa-sha256, relaxed/relaxed, over a message held in memory, in
+// pieces of whole lines (build.ts). The RSA signature itself is most of the cost and cannot
+// shrink; nodemailer's signer adds as much again around it (the message streamed through a
+// header parser and a canonicalizing body stream, chunk by chunk, with a setImmediate between
+// chunks). Here the body is hashed in one pass over each piece, and runs of lines that
+// canonicalization leaves alone (base64, most HTML) go to the hash as they are, without a copy.
+import { createHash, sign, type Hash, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 
 /** What is signed, when present: the fields a reader sees and the MIME structure (RFC 6376 §5.4.1). */
@@ -65,22 +65,41 @@ class Changes {
   }
 }
 
+/** How many CRLFs `bytes` holds. */
+function lineEnds(bytes: Buffer): number {
+  let count = 0;
+  for (let at = bytes.indexOf(CRLF); at >= 0; at = bytes.indexOf(CRLF, at + 2)) count++;
+  return count;
+}
+
 /**
  * The relaxed body hash (§3.4.4, §3.7): whitespace runs as one space, none at line ends, no
  * empty lines at the end. Lines canonicalization leaves alone (base64, most HTML) go to the hash
- * as they are, in runs, without a copy; only lines with a change are rewritten.
+ * as they are, in runs, without a copy; only lines with a change are rewritten. A large body
+ * comes in pieces, each of whole lines (build.ts cuts only after a CRLF); the empty lines that
+ * end a piece are held back until a line with content follows them.
  */
-export function relaxedBodyHash(body: Buffer): string {
+export function relaxedBodyHash(body: Buffer | readonly Buffer[]): string {
   const hash = createHash('sha256');
-  // The end of the last line with anything but whitespace: what follows becomes empty lines,
-  // which are not hashed. An empty body hashes as nothing at all.
+  let held = 0;
+  for (const piece of Buffer.isBuffer(body) ? [body] : body) held = hashLines(hash, piece, held);
+  return hash.digest('base64');
+}
+
+/**
+ * Hashes one piece's lines after the `held` empty lines before it, if any line of the piece has
+ * content; returns the empty lines held back after it. An empty body hashes as nothing at all.
+ */
+function hashLines(hash: Hash, body: Buffer, held: number): number {
+  // The end of the last line with anything but whitespace: what follows becomes empty lines.
   let k = body.length;
   for (;;) {
     if (k > 0 && (body[k - 1] === SP || body[k - 1] === TAB)) k--;
     else if (k > 1 && body[k - 1] === 0x0a && body[k - 2] === 0x0d) k -= 2;
     else break;
   }
-  if (k === 0) return hash.digest('base64');
+  if (k === 0) return held + lineEnds(body);
+  if (held > 0) hash.update(Buffer.from('\r\n'.repeat(held), 'latin1'));
   /** Where the line holding position i starts. */
   const lineStartOf = (i: number): number => {
     const before = i < 2 ? -1 : body.lastIndexOf(CRLF, i - 2);
@@ -103,7 +122,7 @@ export function relaxedBodyHash(body: Buffer): string {
   // The last line always gets its CRLF, whether the body had one or not.
   hash.update(relaxedLine(body.subarray(lastStart, lastEnd < 0 ? body.length : lastEnd)));
   hash.update(CRLF);
-  return hash.digest('base64');
+  return lastEnd < 0 ? 0 : lineEnds(body.subarray(lastEnd + 2));
 }
 
 /** The header block's fields, unfolded text kept as it is (continuation lines start with WSP). */
@@ -136,12 +155,29 @@ function foldTags(tags: string[], signature: string): string {
  */
 const signInPool = promisify(sign);
 
-/** The message with a DKIM-Signature field in front. */
-export async function dkimSign(message: Buffer, { domain, selector, key }: DkimKey): Promise<Buffer> {
-  const split = message.indexOf('\r\n\r\n');
-  const headEnd = split < 0 ? message.length : split;
-  const body = split < 0 ? Buffer.alloc(0) : message.subarray(split + 4);
-  const fields = headerFields(message.toString('latin1', 0, headEnd));
+/**
+ * The header block and the body's pieces. The header block is almost always within the first
+ * piece; pieces are joined only as far as it reaches.
+ */
+function splitHead(pieces: readonly Buffer[]): { head: Buffer; body: Buffer[] } {
+  let joined = pieces[0] ?? Buffer.alloc(0);
+  let next = 1;
+  let split = joined.indexOf('\r\n\r\n');
+  while (split < 0 && next < pieces.length) {
+    joined = Buffer.concat([joined, pieces[next++]]);
+    split = joined.indexOf('\r\n\r\n', Math.max(0, joined.length - pieces[next - 1].length - 3));
+  }
+  if (split < 0) return { head: joined, body: [] };
+  return { head: joined.subarray(0, split), body: [joined.subarray(split + 4), ...pieces.slice(next)] };
+}
+
+/**
+ * The DKIM-Signature field, with its CRLF, for a message given in pieces of whole lines: it goes
+ * in front of the message.
+ */
+export async function dkimSignature(pieces: readonly Buffer[], { domain, selector, key }: DkimKey): Promise<Buffer> {
+  const { head, body } = splitHead(pieces);
+  const fields = headerFields(head.toString('latin1'));
   // Each h= name signs one instance, the last not yet signed going up (§5.4.2).
   const byName = new Map<string, string[]>();
   const names: string[] = [];
@@ -165,5 +201,10 @@ export async function dkimSign(message: Buffer, { domain, selector, key }: DkimK
   const unsigned = relaxedHeader(foldTags(tags, ''));
   const data = signedHeaders.map((h) => `${h}\r\n`).join('') + unsigned;
   const signature = (await signInPool('sha256', Buffer.from(data, 'latin1'), key)).toString('base64');
-  return Buffer.concat([Buffer.from(`${foldTags(tags, signature)}\r\n`, 'latin1'), message]);
+  return Buffer.from(`${foldTags(tags, signature)}\r\n`, 'latin1');
+}
+
+/** The message with a DKIM-Signature field in front. */
+export async function dkimSign(message: Buffer, key: DkimKey): Promise<Buffer> {
+  return Buffer.concat([await dkimSignature([message], key), message]);
 }

@@ -2,6 +2,7 @@
 // the Submission and returns it or throws an SmtpError (STYLE: stages with one signature).
 import type { Context } from '../context.ts';
 import { uuidv7 } from '../crypto.ts';
+import { LARGE_MESSAGE_BYTES, released } from '../gc.ts';
 import { applyHeaders } from './apply-headers.ts';
 import { authenticate } from './authenticate.ts';
 import { buildMime } from './build.ts';
@@ -43,7 +44,11 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
 
   async function store(sub: Submission): Promise<Accepted> {
     const id = sub.id ?? uuidv7();
+    const attachments = sub.attachments.map((a) => ({ filename: a.filename, content_type: a.contentType, size: a.content.length }));
     const built = await buildMime(ctx.box, ctx.config.hostname, id, sub);
+    // The decoded attachments are in the built message now: let them go before it is stored.
+    sub.attachments = [];
+    if (built.size > LARGE_MESSAGE_BYTES) released(attachments.reduce((sum, a) => sum + a.size, 0));
     const principal = sub.principal!;
     const routeName = sub.route?.name ?? sub.routeRef ?? 'capture';
     const committed = await commit({
@@ -63,9 +68,10 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
       subject: sub.subject,
       messageIdHeader: built.messageIdHeader,
       mime: built.mime,
+      size: built.size,
       verdicts: sub.verdicts,
       recipients: [...new Set(sub.envelope.rcptTo)],
-      attachments: sub.attachments.map((a) => ({ filename: a.filename, content_type: a.contentType, size: a.content.length })),
+      attachments,
       idempotencyKey: sub.idempotencyKey,
     });
     return { id: committed, tenantId: principal.tenant.id, tag: sub.tag, route: routeName, duplicate: committed !== id };

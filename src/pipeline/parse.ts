@@ -1,7 +1,9 @@
 // Stage 1: raw bytes → Submission fields, with mailparser, bounded in parts and time.
 // Untrusted input (mailparser's own threat model): it must never crash, hang or exhaust us.
+import { Readable } from 'node:stream';
 import libmime from 'libmime';
 import { simpleParser, type AddressObject, type EmailAddress } from 'mailparser';
+import { LARGE_MESSAGE_BYTES, released } from '../gc.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import { withoutNul, type Address, type Submission } from './submission.ts';
 
@@ -40,15 +42,56 @@ const PARSER_OPTIONS = {
   skipTextLinks: true,
 };
 
-/** Counts Content-Type header lines: an upper bound on the MIME parts, found without parsing. */
-function countParts(raw: Buffer): number {
-  const text = raw.toString('latin1');
+/** Text searched at once by countParts: a large message is never one string. */
+const COUNT_WINDOW_BYTES = 1024 * 1024;
+/** How much of a line countParts carries into the next window: a header name and its colon. */
+const COUNT_CARRY_CHARS = 64;
+
+/**
+ * Counts Content-Type header lines: an upper bound on the MIME parts, found without parsing. The
+ * message is searched a window at a time; the start of a line cut by a window's end goes with
+ * the next, and a match is counted in the window it ends in.
+ */
+function countParts(chunks: readonly Buffer[]): number {
   let count = 0;
-  const re = /(^|\n)content-type[ \t]*:/gi;
-  while (re.exec(text) !== null) {
-    if (++count > MAX_MIME_PARTS) break;
+  let carry = '\n';
+  const re = /\ncontent-type[ \t]*:/gi;
+  for (const chunk of chunks) {
+    for (let at = 0; at < chunk.length; at += COUNT_WINDOW_BYTES) {
+      const text = carry + chunk.toString('latin1', at, Math.min(chunk.length, at + COUNT_WINDOW_BYTES));
+      re.lastIndex = 0;
+      for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+        if (re.lastIndex > carry.length && ++count > MAX_MIME_PARTS) return count;
+      }
+      const lineStart = text.lastIndexOf('\n');
+      carry = lineStart >= 0 && text.length - lineStart <= COUNT_CARRY_CHARS ? text.slice(lineStart) : '';
+    }
   }
   return count;
+}
+
+/**
+ * The chunks as a stream that lets go of each chunk once the parser has read it: a large
+ * message (up to LARGE_MESSAGE_BYTES one is parsed from one buffer) is never joined, and its
+ * raw bytes shrink as its parts are decoded.
+ */
+function consumed(chunks: Buffer[]): Readable {
+  return new Readable({
+    read() {
+      const chunk = chunks.shift();
+      if (chunk) released(chunk.length);
+      this.push(chunk ?? null);
+    },
+  });
+}
+
+/** The message's chunks without a UTF-8 byte order mark in front (see parse). */
+function withoutBom(raw: Buffer | Buffer[]): Buffer[] {
+  let chunks = Buffer.isBuffer(raw) ? [raw] : raw;
+  if (chunks.length > 1 && chunks[0].length < 3) chunks = [Buffer.concat(chunks.slice(0, 3)), ...chunks.slice(3)];
+  const first = chunks[0];
+  if (first?.[0] === 0xef && first[1] === 0xbb && first[2] === 0xbf) chunks = [first.subarray(3), ...chunks.slice(1)];
+  return chunks;
 }
 
 function flattenAddresses(value: AddressObject | AddressObject[] | undefined): Address[] {
@@ -67,12 +110,15 @@ function flattenAddresses(value: AddressObject | AddressObject[] | undefined): A
 }
 
 export async function parse(sub: Submission): Promise<Submission> {
-  let raw = sub.raw;
-  if (!raw) return sub; // HTTP submissions arrive already structured.
+  if (!sub.raw) return sub; // HTTP submissions arrive already structured.
   // Some Windows clients write a UTF-8 byte order mark before the first header; it would hide
   // the first header (often From) from the parser.
-  if (raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf) raw = raw.subarray(3);
-  if (countParts(raw) > MAX_MIME_PARTS) throw tooManyParts();
+  const chunks = withoutBom(sub.raw);
+  // The parsed form is all later stages need: from here on the parser holds the raw bytes.
+  sub.raw = undefined;
+  if (countParts(chunks) > MAX_MIME_PARTS) throw tooManyParts();
+  const size = chunks.reduce((sum, c) => sum + c.length, 0);
+  const source = size > LARGE_MESSAGE_BYTES ? consumed(chunks) : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -82,7 +128,7 @@ export async function parse(sub: Submission): Promise<Submission> {
   });
   try {
     const mail = await Promise.race([
-      simpleParser(raw, PARSER_OPTIONS),
+      simpleParser(source, PARSER_OPTIONS),
       timeout,
     ]).catch((err: unknown) => {
       throw limitError(err) ?? err;
@@ -122,8 +168,6 @@ export async function parse(sub: Submission): Promise<Submission> {
       contentId: a.contentId === undefined ? undefined : withoutNul(a.contentId.replace(/^<|>$/g, '')),
       inline: a.contentDisposition === 'inline' || a.related === true,
     }));
-    // The parsed form is all later stages need; drop the raw bytes early.
-    sub.raw = undefined;
     return sub;
   } finally {
     clearTimeout(timer);

@@ -25,8 +25,8 @@ export interface Submission {
   remoteAddress?: string;
   /** Envelope sender and recipients (RCPT TO, so Bcc works). */
   envelope: { mailFrom: string; rcptTo: string[] };
-  /** Raw bytes as received over SMTP (undefined for HTTP). */
-  raw?: Buffer;
+  /** Raw bytes as received over SMTP, in the chunks they came in (undefined for HTTP). */
+  raw?: Buffer | Buffer[];
 
   /** Who authenticated with SMTP AUTH or the HTTP bearer key, if anyone. */
   sessionPrincipal?: Principal;

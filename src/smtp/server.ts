@@ -3,6 +3,7 @@
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
 import type { Context } from '../context.ts';
+import { churned } from '../gc.ts';
 import { keyPrefix } from '../crypto.ts';
 import { replyClass } from '../metrics.ts';
 import { assertCanSend, invalidKey, lookupKey } from '../pipeline/authenticate.ts';
@@ -232,6 +233,7 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
       let bytes = 0;
       stream.on('data', (chunk: Buffer) => {
         bytes += chunk.length;
+        churned(chunk.length);
         // Past the limit smtp-server answers 552 itself (rejectOversized); keep nothing.
         if (!stream.sizeExceeded) chunks.push(chunk);
       });
@@ -259,8 +261,8 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
           metrics?.rejected('smtp', tooLarge);
           return refused(tooLarge, bytes);
         }
-        const raw = Buffer.concat(chunks);
-        chunks.length = 0;
+        // The chunks as they came: a large message is never joined into one buffer (parse.ts).
+        const raw = chunks.splice(0);
         const envelope = {
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           rcptTo: session.envelope.rcptTo.map((r) => r.address),

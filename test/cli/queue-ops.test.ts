@@ -60,7 +60,7 @@ before(async () => {
       await commitMessage(ctx, {
         id, tenantId: tenant.id, apiKeyId: null, tag: 'q', routeId: main.id, routeName: main.name, templateId: null, templateName: null,
         testMode: false, mailFrom: 'a@example.com', fromAddress: 'a@example.com', subject: String(i), messageIdHeader: `<${id}@relay.test>`,
-        mime, verdicts: [], recipients: ['b@example.org'], attachments: [],
+        mime: [mime], size: mime.length, verdicts: [], recipients: ['b@example.org'], attachments: [],
       }),
     );
   }

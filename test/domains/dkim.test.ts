@@ -6,6 +6,9 @@ import crypto from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 // mailauth is CommonJS; its deep module carries the one function we need.
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { simpleParser } from 'mailparser';
+import { findMessage } from '../../src/db/messages.repository.ts';
+import { PIECE_BYTES } from '../../src/pipeline/build.ts';
 import { addDomain, domainView } from '../../src/services/domains.service.ts';
 import { createKey, createTenant } from '../../src/services/tenants.service.ts';
 import { chunk } from '../helpers/dns.ts';
@@ -20,6 +23,7 @@ describe('DKIM signing', () => {
   let published: { name: string; value: string };
   let selector: string;
   let raw: Buffer;
+  let key: string;
 
   /** A DNS answering only the published DKIM record, as mailauth's resolver option expects. */
   const resolver = (records: Map<string, string>) => async (name: string, rr: string) => {
@@ -41,8 +45,8 @@ describe('DKIM signing', () => {
     published = record;
     selector = d.dkim_selector;
     await addRoute(relay.ctx, t.id, { name: 'upstream', transport: 'smtp', config: { host: '127.0.0.1', port: upstream.port } });
-    const key = await createKey(relay.ctx.db, t.id, { scope: 'send', mode: 'live' });
-    const transport = client(relay.smtpPort, key.key);
+    key = (await createKey(relay.ctx.db, t.id, { scope: 'send', mode: 'live' })).key;
+    const transport = client(relay.smtpPort, key);
     try {
       const info = await transport.sendMail({
         from: `Signer <app@${DOMAIN}>`,
@@ -100,5 +104,36 @@ describe('DKIM signing', () => {
 
     const unpublished = await verify(raw, new Map());
     assert.notEqual(unpublished[0].status.result, 'pass');
+  });
+
+  test('a message of several pieces (attachments of 2 MiB) is signed over all of them, stored and sent whole', async () => {
+    const pdfs = [1, 2, 3].map(() => crypto.randomBytes(2 * 1024 * 1024));
+    const transport = client(relay.smtpPort, key);
+    let id: string;
+    try {
+      const info = await transport.sendMail({
+        from: `Signer <app@${DOMAIN}>`,
+        to: 'customer@example.org',
+        subject: 'Your invoices',
+        html: `<p>Invoices attached.</p>\r\n${'<p>Line with trailing spaces   </p>\r\n'.repeat(2000)}`,
+        attachments: pdfs.map((content, i) => ({ filename: `invoice-${i}.pdf`, content, contentType: 'application/pdf' })),
+      });
+      id = /queued as ([0-9a-f-]{36})/.exec(info.response)![1];
+    } finally {
+      transport.close();
+    }
+    const sent = (await upstream.waitFor(2))[1].raw;
+    assert.ok(sent.length > 4 * PIECE_BYTES, 'more than a few pieces');
+    const [r] = await verify(sent);
+    assert.equal(r.status.result, 'pass', JSON.stringify(r.status));
+    const stored = await findMessage(relay.ctx.db, id, undefined);
+    assert.ok(stored);
+    assert.ok(stored.mime.equals(sent), 'what was sent is what was stored');
+    assert.equal(stored.size, sent.length);
+    const mail = await simpleParser(sent);
+    assert.deepEqual(mail.attachments.map((a) => a.filename), ['invoice-0.pdf', 'invoice-1.pdf', 'invoice-2.pdf']);
+    mail.attachments.forEach((a, i) => assert.ok(a.content.equals(pdfs[i]), `attachment ${i} arrives unchanged`));
+    assert.match(String(mail.html), /^<p>Invoices attached\.<\/p>/);
+    assert.equal(sent.toString('latin1').split('\r\n').filter((l) => l.length > 998).length, 0, 'no line over 998 octets');
   });
 });

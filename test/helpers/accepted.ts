@@ -6,6 +6,7 @@ import type { AcceptedMessage } from '../../src/pipeline/commit.ts';
 export function acceptedMessage(route: { id: string; name: string; tenant_id: string }, overrides: Partial<AcceptedMessage> = {}): AcceptedMessage {
   const id = overrides.id ?? uuidv7();
   const subject = overrides.subject ?? 'hi';
+  const mime = Buffer.from(`From: a@example.com\r\nTo: b@example.org\r\nSubject: ${subject}\r\nMessage-ID: <${id}@relay.test>\r\n\r\n<p>hello</p>\r\n`);
   return {
     id,
     tenantId: route.tenant_id,
@@ -20,7 +21,8 @@ export function acceptedMessage(route: { id: string; name: string; tenant_id: st
     fromAddress: 'a@example.com',
     subject,
     messageIdHeader: `<${id}@relay.test>`,
-    mime: Buffer.from(`From: a@example.com\r\nTo: b@example.org\r\nSubject: ${subject}\r\nMessage-ID: <${id}@relay.test>\r\n\r\n<p>hello</p>\r\n`),
+    mime: [mime],
+    size: mime.length,
     verdicts: [],
     recipients: ['b@example.org'],
     attachments: [],

@@ -77,10 +77,19 @@ describe('group commit', () => {
   test('a message over 1 MiB commits in a transaction of its own, beside a batch', async () => {
     const commit = createCommitter(ctx);
     const small = Array.from({ length: 10 }, () => message());
-    const big = message({ mime: Buffer.alloc(1536 * 1024, 'a') });
+    // Pieces of whole lines, as buildMime gives them: the stored message is all of them in order.
+    const line = (n: number) => `${String(n).padStart(6, '0')} ${'x'.repeat(69)}\r\n`;
+    const pieces = [Buffer.from('Subject: big\r\n\r\n'), ...[0, 1].map((p) => Buffer.from(Array.from({ length: 10_000 }, (_, n) => line(p * 10_000 + n)).join('')))];
+    const big = message({ mime: pieces, size: pieces.reduce((sum, p) => sum + p.length, 0) });
+    assert.ok(big.size > 1024 * 1024);
     const ids = await Promise.all([...small.slice(0, 5), big, ...small.slice(5)].map((m) => commit(m)));
     assert.equal(ids.length, 11);
     assert.deepEqual(await stored(ids), { messages: 11, recipients: 22, attachments: 11, events: 11, jobs: 11 });
+    const bytes = await ctx.db.selectFrom('messages').select(['mime', 'size']).where('id', '=', big.id).executeTakeFirstOrThrow();
+    assert.ok(bytes.mime.equals(Buffer.concat(pieces)), 'stored whole, pieces in order');
+    assert.equal(bytes.size, big.size);
+    const left = await ctx.db.selectFrom('mime_pieces').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    assert.equal(Number(left.n), 0, 'no piece outlives the transaction');
     const { rows } = await sql<{ n: number }>`
       SELECT count(*)::int AS n FROM messages o
       WHERE o.id = ANY(${ids}::uuid[]) AND o.id <> ${big.id} AND o.xmin::text = (SELECT xmin::text FROM messages WHERE id = ${big.id})`.execute(ctx.db);

@@ -65,7 +65,7 @@ async function message(t: { id: string }, tag = 'receipt'): Promise<string> {
   return await commitMessage(ctx, {
     id, tenantId: t.id, apiKeyId: null, tag, routeId: null, routeName: '', templateId: null, templateName: null, testMode: true,
     mailFrom: 'a@example.com', fromAddress: 'a@example.com', subject: 'hi', messageIdHeader: `<${id}@relay.test>`,
-    mime: Buffer.from('Subject: hi\r\n\r\nhello\r\n'), verdicts: [], recipients: ['b@example.org'], attachments: [],
+    mime: [Buffer.from('Subject: hi\r\n\r\nhello\r\n')], size: 22, verdicts: [], recipients: ['b@example.org'], attachments: [],
   });
 }
 

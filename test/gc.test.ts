@@ -1,0 +1,38 @@
+// src/gc.ts: the collections a large message's stages ask for, at the thresholds, and that they
+// do run (V8 lets the process expose its collector at run time). A full collection shows in a
+// WeakRef it clears; a young-generation one, which leaves WeakRefs alone, in perf_hooks' gc entries.
+import assert from 'node:assert/strict';
+import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { test } from 'node:test';
+import { setImmediate as tick } from 'node:timers/promises';
+import { canCollect, CHURN_BYTES, churned, released, RELEASED_BYTES } from '../src/gc.ts';
+
+test('this runtime lets the collector be asked for', () => {
+  assert.equal(canCollect, true);
+});
+
+test('released: a full collection once RELEASED_BYTES were let go in all, not before', async () => {
+  released(RELEASED_BYTES); // the count starts afresh
+  assert.equal(released(RELEASED_BYTES - 1), false);
+  // An object nothing holds, past the job that made it (a WeakRef keeps its target for that job).
+  const ref = new WeakRef({ payload: Buffer.alloc(1024) });
+  await tick();
+  assert.equal(released(1), true);
+  assert.equal(ref.deref(), undefined, 'collected');
+});
+
+test('churned: a young-generation collection every CHURN_BYTES', async () => {
+  const kinds: number[] = [];
+  const observer = new PerformanceObserver((list) => kinds.push(...list.getEntries().map((e: PerformanceEntry) => (e.detail as { kind: number }).kind)));
+  observer.observe({ entryTypes: ['gc'] });
+  try {
+    churned(CHURN_BYTES); // the count starts afresh
+    assert.equal(churned(CHURN_BYTES / 2), false);
+    kinds.length = 0;
+    assert.equal(churned(CHURN_BYTES / 2), true);
+    for (let i = 0; i < 50 && !kinds.includes(constants.NODE_PERFORMANCE_GC_MINOR); i++) await tick();
+    assert.ok(kinds.includes(constants.NODE_PERFORMANCE_GC_MINOR), `gc entries seen: ${kinds.join(', ') || 'none'}`);
+  } finally {
+    observer.disconnect();
+  }
+});
