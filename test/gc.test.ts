@@ -23,7 +23,7 @@ test('released: a full collection once RELEASED_BYTES were let go in all, not be
 
 test('churned: a young-generation collection every CHURN_BYTES', async () => {
   const kinds: number[] = [];
-  const observer = new PerformanceObserver((list) => kinds.push(...list.getEntries().map((e: PerformanceEntry) => (e.detail as { kind: number }).kind)));
+  const observer = new PerformanceObserver((list) => kinds.push(...list.getEntries().map((e) => (e as PerformanceEntry & { detail: { kind: number } }).detail.kind)));
   observer.observe({ entryTypes: ['gc'] });
   try {
     churned(CHURN_BYTES); // the count starts afresh
