@@ -17,7 +17,7 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 
-type Gc = (options?: { type?: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
+type Gc = (options?: { type?: 'minor' | 'major' }) => void;
 
 export const CHURN_BYTES = 4 * 1024 * 1024;
 export const RELEASED_BYTES = 8 * 1024 * 1024;

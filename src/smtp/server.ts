@@ -3,8 +3,8 @@
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
 import type { Context } from '../context.ts';
-import { churned } from '../gc.ts';
 import { keyPrefix } from '../crypto.ts';
+import { churned } from '../gc.ts';
 import { replyClass } from '../metrics.ts';
 import { assertCanSend, invalidKey, lookupKey } from '../pipeline/authenticate.ts';
 import type { AcceptSubmission } from '../pipeline/index.ts';
