@@ -1,7 +1,8 @@
 // pg-boss plumbing: one queue per route, named `route.<route id>`, and job sends that join
 // the caller's Kysely transaction so a message row and its job commit together.
-import { fromKysely, PgBoss } from 'pg-boss';
+import { fromKysely, PgBoss, type Db as BossDb } from 'pg-boss';
 import { preparedBossDb, type Executor } from './db/database.ts';
+import type { CompanionInsert } from './db/messages.repository.ts';
 
 export const queueName = (routeId: string): string => `route.${routeId}`;
 
@@ -121,14 +122,33 @@ export async function enqueueDelivery(boss: PgBoss, db: Executor, input: Enqueue
 }
 
 /**
- * The first delivery jobs of newly accepted messages on one route, through `db` (a transaction):
- * one statement for the whole batch (group commit). Each job's id is its message's id.
+ * pg-boss's statement for the first delivery jobs of newly accepted messages on one route,
+ * without running it: the accepting statement runs it with the messages' rows, one round trip
+ * for the whole group commit (messages.repository.ts, insertAcceptedMessages). pg-boss writes the
+ * statement and its parameters (through a `db` that keeps them instead of running them), so its
+ * columns and defaults stay its own. Each job's id is its message's id.
+ *
+ * A queue with pg-boss's `notify` gets a statement that cannot run inside another (a SELECT
+ * over its own data-modifying WITH): refused here, loudly, rather than half-run. Delivery
+ * queues are created without it (DELIVERY_QUEUE_OPTIONS).
  */
-export async function enqueueNewDeliveries(boss: PgBoss, db: Executor, routeId: string, messageIds: string[]): Promise<void> {
+export async function deliveryJobsInsert(boss: PgBoss, routeId: string, messageIds: string[]): Promise<CompanionInsert> {
   const jobs = messageIds.map((messageId) => ({ id: messageId, data: { messageId } satisfies DeliveryJobData }));
-  const ids = await boss.insert(queueName(routeId), jobs, { db: preparedBossDb(db), returnId: true });
-  // A job id taken already is skipped by pg-boss (ON CONFLICT DO NOTHING): fail the batch.
-  if ((ids?.length ?? 0) !== messageIds.length) {
-    throw new Error(`pg-boss created ${ids?.length ?? 0} of ${messageIds.length} delivery jobs on route ${routeId}`);
+  let statement: { text: string; values: unknown[] } | undefined;
+  const keeping: BossDb = {
+    async executeSql(text, values) {
+      statement = { text, values: values ?? [] };
+      return { rows: messageIds.map((id) => ({ id })) };
+    },
+  };
+  await boss.insert(queueName(routeId), jobs, { db: keeping, returnId: true });
+  if (!statement) throw new Error(`pg-boss wrote no statement for the jobs on route ${routeId}`);
+  if (!/^\s*INSERT\s/i.test(statement.text) || statement.text.includes(';')) {
+    throw new Error(`pg-boss's job insert on route ${routeId} is not a single INSERT; it cannot join the accepting statement`);
   }
+  // pg-boss spells the queue's name into its text: as a parameter instead, one text (one
+  // prepared statement) serves every route.
+  const literal = `'${queueName(routeId)}'`;
+  const text = statement.text.split(literal).join(`$${statement.values.length + 1}::text`);
+  return { text, values: [...statement.values, queueName(routeId)], expected: messageIds.length };
 }

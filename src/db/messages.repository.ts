@@ -1,4 +1,5 @@
-import { sql } from 'kysely';
+import { createHash } from 'node:crypto';
+import { CompiledQuery, sql } from 'kysely';
 import { executePrepared, type Executor } from './database.ts';
 import { routeFromJson, type RouteJson } from './routes.repository.ts';
 import type { Message, MessageStatus, NewMessage, Recipient, Route, Verdict } from './schema.ts';
@@ -24,35 +25,118 @@ export interface EventRef {
 
 /** One accepted message with what is stored beside it (insertAcceptedMessages). */
 export interface AcceptedRows {
-  message: Omit<NewMessage, 'verdicts'> & { verdicts: Verdict[] };
+  /** The columns written; the rest take their defaults. */
+  message: Omit<NewMessage, 'verdicts' | 'attempts' | 'next_attempt_at' | 'created_at' | 'updated_at' | 'first_opened_at' | 'first_clicked_at'> & { verdicts: Verdict[] };
   recipients: string[];
   attachments: AttachmentInfo[];
   /** The recipients' status when it is not `queued` (a test key's capture). */
   recipientResult?: { status: MessageStatus; response: string };
+  /** Events after its `accepted` one (a test key's `sent`). */
+  events?: EventInput[];
 }
 
 /**
- * Accepted messages, their recipients, attachments and `accepted` events, on one executor (a
- * transaction): one multi-row INSERT per table, however many messages (group commit).
+ * A statement that inserts rows the accepting statement must commit with, and returns one row
+ * per row it inserted: pg-boss's insert of the messages' delivery jobs (queue.ts,
+ * deliveryJobsInsert). A single INSERT with positional parameters from $1.
  */
-export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[]): Promise<void> {
-  await db
-    .insertInto('messages')
-    .values(rows.map(({ message }) => ({ ...message, verdicts: JSON.stringify(message.verdicts) })))
-    .execute();
-  await db
-    .insertInto('recipients')
-    .values(rows.flatMap(({ message, recipients, recipientResult }) => recipients.map((address) => ({ message_id: message.id, address, ...recipientResult }))))
-    .execute();
-  const attachments = rows.flatMap(({ message, attachments }) => attachments.map((a) => ({ message_id: message.id, ...a })));
-  if (attachments.length) await db.insertInto('attachments').values(attachments).execute();
-  await insertEvents(
-    db,
-    rows.map(({ message, recipients }) => ({
-      message: { id: message.id, tenant_id: message.tenant_id, tag: message.tag ?? 'untagged', route_name: message.route_name },
-      event: { type: 'accepted', detail: { recipients: recipients.length, route: message.route_name } },
-    })),
-  );
+export interface CompanionInsert {
+  text: string;
+  values: unknown[];
+  /** The rows it must insert: any fewer (an id taken already) fails the whole statement. */
+  expected: number;
+}
+
+/** The accepting statement's parameters before a companion's: see acceptingStatement. */
+const ACCEPTING_PARAMETERS = 34;
+const MAX_PREPARED_COMPANIONS = 3;
+
+/**
+ * The text of the accepting statement: a data-modifying WITH query per table, each inserting
+ * every message's rows from arrays (unnest), then the companions. Its text depends only on how
+ * many companions there are.
+ * The final SELECT counts the rows of the messages and of each companion, and fails the
+ * statement, so nothing of it stays, when one inserted fewer than expected.
+ */
+function acceptingStatement(companions: readonly CompanionInsert[]): string {
+  let next = ACCEPTING_PARAMETERS;
+  const withs = companions.map((c, i) => {
+    const offset = next;
+    next += c.values.length;
+    const text = c.text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + offset}`);
+    return `, companion${i} AS (${text})`;
+  });
+  // The messages first: a clash on one (its id taken) reads as what it is, not as its job's.
+  const checks = ['message', ...companions.map((_, i) => `companion${i}`)].map((name) => `txrelay_expect((SELECT count(*) FROM ${name}), $${++next}, '${name}')`);
+  return `WITH message AS (
+  INSERT INTO messages (id, tenant_id, api_key_id, status, sent_at, tag, route_id, route_name, template_id, template_name, test_mode,
+                        mail_from, from_address, subject, message_id_header, size, mime, verdicts, job_id, idempotency_key)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::text[], $7::uuid[], $8::text[], $9::uuid[], $10::text[], $11::boolean[],
+                       $12::text[], $13::text[], $14::text[], $15::text[], $16::integer[], $17::bytea[], $18::jsonb[], $19::uuid[], $20::text[])
+  RETURNING 1
+), recipient AS (
+  INSERT INTO recipients (message_id, address, status, response)
+  SELECT * FROM unnest($21::uuid[], $22::text[], $23::text[], $24::text[])
+), attachment AS (
+  INSERT INTO attachments (message_id, filename, content_type, size)
+  SELECT * FROM unnest($25::uuid[], $26::text[], $27::text[], $28::integer[])
+), event AS (
+  INSERT INTO events (message_id, tenant_id, tag, route, type, detail)
+  SELECT * FROM unnest($29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[], $34::jsonb[])
+)${withs.join('')}
+SELECT ${checks.join(', ')}`;
+}
+
+/**
+ * Accepted messages, their recipients, attachments and events (`accepted`, then any of their
+ * own), with the companions' rows (their delivery jobs), in ONE statement: one round trip and,
+ * outside a transaction, its own implicit one, so that a group commit of any size costs one
+ * round trip and one fsync. The bytes go as one binary bytea[] parameter, not as text.
+ */
+export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[], companions: readonly CompanionInsert[] = []): Promise<void> {
+  const m = rows.map((r) => r.message);
+  const recipients = rows.flatMap(({ message, recipients, recipientResult }) => recipients.map((address) => ({ id: message.id, address, status: recipientResult?.status ?? 'queued', response: recipientResult?.response ?? null })));
+  const attachments = rows.flatMap(({ message, attachments }) => attachments.map((a) => ({ id: message.id, ...a })));
+  const events = rows.flatMap(({ message, recipients, events }) => [{ type: 'accepted', detail: { recipients: recipients.length, route: message.route_name } }, ...(events ?? [])].map((event) => ({ message, event })));
+  const values = [
+    m.map((x) => x.id), m.map((x) => x.tenant_id), m.map((x) => x.api_key_id ?? null), m.map((x) => x.status), m.map((x) => x.sent_at ?? null),
+    m.map((x) => x.tag ?? 'untagged'), m.map((x) => x.route_id ?? null), m.map((x) => x.route_name), m.map((x) => x.template_id ?? null),
+    m.map((x) => x.template_name ?? null), m.map((x) => x.test_mode ?? false), m.map((x) => x.mail_from), m.map((x) => x.from_address),
+    m.map((x) => x.subject ?? ''), m.map((x) => x.message_id_header), m.map((x) => x.size), byteaArray(m.map((x) => x.mime)),
+    m.map((x) => JSON.stringify(x.verdicts)), m.map((x) => x.job_id ?? null), m.map((x) => x.idempotency_key ?? null),
+    recipients.map((r) => r.id), recipients.map((r) => r.address), recipients.map((r) => r.status), recipients.map((r) => r.response),
+    attachments.map((a) => a.id), attachments.map((a) => a.filename), attachments.map((a) => a.content_type), attachments.map((a) => a.size),
+    events.map((e) => e.message.id), events.map((e) => e.message.tenant_id), events.map((e) => e.message.tag ?? 'untagged'),
+    events.map((e) => e.message.route_name), events.map((e) => e.event.type), events.map((e) => JSON.stringify(e.event.detail ?? {})),
+    ...companions.flatMap((c) => c.values),
+    rows.length,
+    ...companions.map((c) => c.expected),
+  ];
+  const text = acceptingStatement(companions);
+  const query = CompiledQuery.raw(text, values);
+  // Prepared for the usual shapes: a batch's messages on one route (or a few), or none (a test
+  // key's). Named by its text, which is pg-boss's as much as ours. A batch over many routes runs
+  // unnamed: its text is one of a hundred.
+  if (companions.length > MAX_PREPARED_COMPANIONS) await db.executeQuery(query);
+  else await executePrepared(db, `accept_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`, query);
+}
+
+/** PostgreSQL's binary form of a one-dimensional bytea[] without NULLs (array_recv). */
+function byteaArray(items: readonly Buffer[]): Buffer {
+  const BYTEA_OID = 17;
+  const head = Buffer.alloc(20);
+  head.writeInt32BE(1, 0); // dimensions
+  head.writeInt32BE(0, 4); // no NULLs
+  head.writeInt32BE(BYTEA_OID, 8);
+  head.writeInt32BE(items.length, 12);
+  head.writeInt32BE(1, 16); // lower bound
+  const parts: Buffer[] = [head];
+  for (const item of items) {
+    const length = Buffer.alloc(4);
+    length.writeInt32BE(item.length, 0);
+    parts.push(length, item);
+  }
+  return Buffer.concat(parts);
 }
 
 /**

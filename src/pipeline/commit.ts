@@ -1,10 +1,11 @@
 // The durable step: the message row, its recipients, attachments, `accepted` event and its
-// pg-boss job commit in one PostgreSQL transaction. Only after this returns may SMTP say 250.
-// Under load, messages share that transaction (createCommitter: group commit).
+// pg-boss job commit in one PostgreSQL statement, so in one transaction and one round trip
+// (insertAcceptedMessages). Only after this returns may SMTP say 250. Under load, messages share
+// that statement (createCommitter: group commit).
 import type { Context } from '../context.ts';
-import { findByIdempotencyKey, insertAcceptedMessages, insertEvent, writeMimePieces, type AcceptedRows, type AttachmentInfo } from '../db/messages.repository.ts';
+import { findByIdempotencyKey, insertAcceptedMessages, writeMimePieces, type AcceptedRows, type AttachmentInfo } from '../db/messages.repository.ts';
 import type { Verdict } from '../db/schema.ts';
-import { enqueueNewDeliveries, ensureQueue } from '../queue.ts';
+import { deliveryJobsInsert, ensureQueue } from '../queue.ts';
 import { isUniqueViolation } from '../services/errors.ts';
 
 export interface AcceptedMessage {
@@ -77,7 +78,7 @@ function rowsOf(m: AcceptedMessage, routeId: string | null): AcceptedRows {
     },
     recipients: m.recipients,
     attachments: m.attachments,
-    ...(routeId ? {} : { recipientResult: { status: 'sent', response: 'captured (test key)' } }),
+    ...(routeId ? {} : { recipientResult: { status: 'sent', response: 'captured (test key)' }, events: [{ type: 'sent', detail: { captured: true, test_key: true } }] }),
   };
 }
 
@@ -92,16 +93,16 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
     const existing = await findByIdempotencyKey(ctx.db, m.tenantId, m.idempotencyKey);
     if (existing) return existing.id;
   }
+  const jobs = routeId ? [await deliveryJobsInsert(ctx.boss, routeId, [m.id])] : [];
   try {
-    await ctx.db.transaction().execute(async (trx) => {
-      await insertAcceptedMessages(trx, [rowsOf(m, routeId)]);
-      if (inPieces(m)) await writeMimePieces(trx, m.id, m.mime);
-      if (routeId) {
-        await enqueueNewDeliveries(ctx.boss, trx, routeId, [m.id]);
-      } else {
-        await insertEvent(trx, { id: m.id, tenant_id: m.tenantId, tag: m.tag, route_name: m.routeName }, { type: 'sent', detail: { captured: true, test_key: true } });
-      }
-    });
+    if (inPieces(m)) {
+      await ctx.db.transaction().execute(async (trx) => {
+        await insertAcceptedMessages(trx, [rowsOf(m, routeId)], jobs);
+        await writeMimePieces(trx, m.id, m.mime);
+      });
+    } else {
+      await insertAcceptedMessages(ctx.db, [rowsOf(m, routeId)], jobs);
+    }
   } catch (err) {
     // Two submissions with one idempotency key raced: the loser answers with the winner's id.
     if (m.idempotencyKey && isUniqueViolation(err)) {
@@ -126,9 +127,9 @@ interface Waiting {
 /**
  * Group commit. A message that reaches the commit while MAX_BATCHES_IN_FLIGHT transactions are
  * running waits for one of them to end, then commits with every other message that waited, in
- * one transaction of a few multi-row statements: under load the round trips and the fsync per
- * message shrink with the batch, while an idle relay commits each message at once, alone. Each
- * message still hears nothing before the COMMIT that holds it. Messages with an idempotency key
+ * one statement: under load the fsync per message shrinks with the batch (the round trip is one
+ * per batch however large), while an idle relay commits each message at once, alone. Each
+ * message still hears nothing before the commit that holds it. Messages with an idempotency key
  * (which must look for their twin first), test-key captures and messages over 1 MiB commit alone.
  */
 export function createCommitter(ctx: Context): (m: AcceptedMessage) => Promise<string> {
@@ -137,11 +138,12 @@ export function createCommitter(ctx: Context): (m: AcceptedMessage) => Promise<s
 
   async function commitBatch(batch: Waiting[]): Promise<void> {
     const byRoute = Map.groupBy(batch, (w) => w.m.routeId);
-    for (const routeId of byRoute.keys()) await ensureRouteQueue(ctx, routeId);
-    await ctx.db.transaction().execute(async (trx) => {
-      await insertAcceptedMessages(trx, batch.map((w) => rowsOf(w.m, w.m.routeId)));
-      for (const [routeId, ws] of byRoute) await enqueueNewDeliveries(ctx.boss, trx, routeId, ws.map((w) => w.m.id));
-    });
+    const jobs = [];
+    for (const [routeId, ws] of byRoute) {
+      await ensureRouteQueue(ctx, routeId);
+      jobs.push(await deliveryJobsInsert(ctx.boss, routeId, ws.map((w) => w.m.id)));
+    }
+    await insertAcceptedMessages(ctx.db, batch.map((w) => rowsOf(w.m, w.m.routeId)), jobs);
   }
 
   async function run(batch: Waiting[]): Promise<void> {

@@ -1,9 +1,12 @@
 // A TCP proxy between a relay process and PostgreSQL that reads the wire protocol (v3) in both
 // directions, to catch the one moment a fault test needs and nothing else can reach from
 // outside: PostgreSQL has committed a message, and the relay has not yet heard so (so it has not
-// answered 250). Armed, the proxy watches for a connection that sends `insert into "messages"`;
-// the next CommandComplete "COMMIT" on that connection is held back, never forwarded, and
-// `onHold` runs (the test SIGKILLs the relay there). Everything else passes through unchanged.
+// answered 250). Armed, the proxy watches for a connection that runs a statement inserting into
+// messages: sent whole (Parse or a simple Query), or by the name of a prepared one whose Parse
+// the proxy saw on that connection (Bind). The next ReadyForQuery that says the connection is out
+// of its transaction, with no error since, follows the commit (an explicit COMMIT, or the implicit
+// one of a statement run alone, at its Sync); it is held back, never forwarded, and `onHold` runs
+// (the test SIGKILLs the relay there). Everything else passes through unchanged.
 //
 // Message framing (PostgreSQL docs, "Message Formats"): the client's first message has no type
 // byte (Int32 length, then the startup packet); every later message in either direction is a
@@ -21,7 +24,19 @@ export interface PgProxy {
   close(): Promise<void>;
 }
 
-const INSERT_MESSAGE = /insert into "messages"/i;
+const INSERT_MESSAGE = /insert into "?messages"?\s/i;
+
+/** The first `count` NUL-terminated strings of a message's body: Parse starts with its name and text, Bind with its portal and statement. */
+function cStrings(bytes: Buffer, count: number): string[] {
+  const out: string[] = [];
+  let at = 5;
+  for (let i = 0; i < count; i++) {
+    const end = bytes.indexOf(0, at);
+    out.push(bytes.toString('utf8', at, end));
+    at = end + 1;
+  }
+  return out;
+}
 
 /** Splits a byte stream into protocol messages; `untyped` for the startup packet. */
 class Framer {
@@ -72,30 +87,39 @@ export async function startPgProxy(targetUrl: string): Promise<PgProxy> {
 
     const fromClient = new Framer(true);
     const fromServer = new Framer(false);
+    /** Prepared statements of this connection that insert into messages, by name. */
+    const inserting = new Set<string>();
     /** This connection's transaction inserted a message (while armed). */
     let watching = false;
     let held = false;
 
     client.on('data', (chunk: Buffer) => {
       for (const [type, bytes] of fromClient.push(chunk)) {
-        if (onHold && (type === 'Q' || type === 'P') && INSERT_MESSAGE.test(bytes.toString('utf8'))) watching = true;
+        if (type === 'P') {
+          const [name, text] = cStrings(bytes, 2);
+          if (INSERT_MESSAGE.test(text)) {
+            if (name) inserting.add(name);
+            if (onHold) watching = true;
+          }
+        }
+        if (onHold && type === 'Q' && INSERT_MESSAGE.test(bytes.toString('utf8'))) watching = true;
+        if (onHold && type === 'B' && inserting.has(cStrings(bytes, 2)[1])) watching = true;
         upstream.write(bytes);
       }
     });
     upstream.on('data', (chunk: Buffer) => {
       for (const [type, bytes] of fromServer.push(chunk)) {
         if (held) continue;
-        if (watching && type === 'C') {
-          const tag = bytes.subarray(5, bytes.length - 1).toString('utf8');
-          if (tag === 'ROLLBACK') watching = false;
-          if (tag === 'COMMIT' && onHold) {
-            held = true;
-            proxy.holding = true;
-            const hook = onHold;
-            onHold = undefined;
-            hook();
-            continue;
-          }
+        // ErrorResponse: the statement failed, nothing of it commits.
+        if (type === 'E') watching = false;
+        // ReadyForQuery, its status byte 'I': out of any transaction.
+        if (watching && type === 'Z' && bytes[5] === 0x49 && onHold) {
+          held = true;
+          proxy.holding = true;
+          const hook = onHold;
+          onHold = undefined;
+          hook();
+          continue;
         }
         client.write(bytes);
       }

@@ -1,11 +1,12 @@
 // Group commit (src/pipeline/commit.ts createCommitter): messages that reach the commit together
-// share transactions, each still gets its job, and one message the database refuses fails alone.
+// share transactions (one statement each, insertAcceptedMessages), each still gets its job, and
+// one message the database refuses fails alone.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import type { Route } from '../../src/db/schema.ts';
 import { commitMessage, createCommitter, type AcceptedMessage } from '../../src/pipeline/commit.ts';
-import { queueName } from '../../src/queue.ts';
+import { deliveryJobsInsert, ensureQueue, queueName } from '../../src/queue.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { acceptedMessage } from '../helpers/accepted.ts';
@@ -113,6 +114,39 @@ describe('group commit', () => {
     assert.deepEqual(await stored(ids), { messages: 6, recipients: 12, attachments: 6, events: 6, jobs: 6 });
     const first = await ctx.db.selectFrom('messages').select('subject').where('id', '=', taken.id).executeTakeFirstOrThrow();
     assert.equal(first.subject, 'group commit', 'the stored message is untouched');
+  });
+
+  test('a job pg-boss skips (its id taken) fails the whole statement: no message is stored without its job', async () => {
+    const m = message();
+    // A job already holds the message's id: pg-boss's insert skips it (ON CONFLICT DO NOTHING).
+    await ctx.boss.send(queueName(route.id), { messageId: 'someone else' }, { id: m.id });
+    await assert.rejects(commitMessage(ctx, m), /companion0 inserted 0 rows of 1/);
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM messages WHERE id = ${m.id}`.execute(ctx.db);
+    assert.equal(rows[0].n, 0);
+    const events = await ctx.db.selectFrom('events').select('id').where('message_id', '=', m.id).execute();
+    assert.equal(events.length, 0);
+  });
+
+  test('a batch over two routes commits in one statement, each message with a job on its own route', async () => {
+    const other = await createRoute(ctx.db, ctx.box, route.tenant_id, { name: `second-${Date.now()}`, transport: 'capture' });
+    const commit = createCommitter(ctx);
+    const batch = Array.from({ length: 12 }, (_, i) => (i % 2 ? acceptedMessage(other, { tag: 'group' }) : message()));
+    const ids = await Promise.all(batch.map((m) => commit(m)));
+    const { rows } = await sql<{ id: string; name: string }>`SELECT id::text, name FROM pgboss.job WHERE id = ANY(${ids}::uuid[])`.execute(ctx.db);
+    const queueOf = new Map(rows.map((r) => [r.id, r.name]));
+    for (const m of batch) assert.equal(queueOf.get(m.id), queueName(m.routeId!), 'its job is on its own route');
+    assert.ok((await transactionsOf(ids)) < 12, 'grouped across routes');
+  });
+
+  test('pg-boss\'s job insert joins the accepting statement: a single INSERT, one text for every route', async () => {
+    const other = await createRoute(ctx.db, ctx.box, route.tenant_id, { name: `third-${Date.now()}`, transport: 'capture' });
+    for (const r of [route, other]) await ensureQueue(ctx.boss, r.id);
+    const a = await deliveryJobsInsert(ctx.boss, route.id, ['0190a0a0-0000-7000-8000-000000000001']);
+    const b = await deliveryJobsInsert(ctx.boss, other.id, ['0190a0a0-0000-7000-8000-000000000002', '0190a0a0-0000-7000-8000-000000000003']);
+    assert.match(a.text, /^\s*INSERT INTO/);
+    assert.equal(a.text, b.text, 'the queue name is a parameter, so one prepared statement serves every route');
+    assert.ok(a.values.includes(queueName(route.id)) && b.values.includes(queueName(other.id)));
+    assert.deepEqual([a.expected, b.expected], [1, 2]);
   });
 
   test('when the database refuses every message, each is refused and nothing of any is stored', async () => {
