@@ -108,6 +108,32 @@ describe('buildMime with the HTML body spliced in', () => {
     assert.equal(spliceHtmlBody(Buffer.from('Content-Type: text/html\r\n\r\nx-txrelay'), 'x-txrelay', '<p/>'), undefined);
   });
 
+  test('a message of one part, written at once, is byte for byte what nodemailer\'s stream writes', async () => {
+    const date = new Date('2026-11-21T10:00:00Z');
+    const variants = [
+      { html: '<p>x</p>' },
+      { html: '<p>x</p>\r\n' },
+      { html: '' },
+      { html: `<p>${'é'.repeat(300)}</p>\r\n<p>b</p>` },
+      { html: '<p>y</p>', subject: `Ünïcödé ${'long '.repeat(40)}`, fromName: 'Jöhn "the" Dœ', replyTo: true },
+      { html: '<p>z</p>', subject: 'w'.repeat(950), to: [{ address: 'c@example.org', name: 'Ç' }, { address: 'd@example.org', name: '' }] },
+    ];
+    for (const [i, v] of variants.entries()) {
+      const sub = () => {
+        const s = submission(v.html);
+        if (v.subject) s.subject = v.subject;
+        if (v.fromName) s.from = [{ address: 'app@acme.example', name: v.fromName }];
+        if (v.replyTo) s.replyTo = [{ address: 'help@acme.example', name: 'Help' }];
+        if (v.to) s.to = v.to;
+        return s;
+      };
+      const atOnce = await buildMime(box, 'relay.test', `once-${i}`, sub(), { date });
+      const streamed = await buildMime(box, 'relay.test', `once-${i}`, sub(), { date, streamed: true });
+      assert.equal(Buffer.concat(atOnce.mime).toString('latin1'), Buffer.concat(streamed.mime).toString('latin1'), JSON.stringify(v));
+      assert.equal(atOnce.size, streamed.size);
+    }
+  });
+
   for (const attachments of [false, true]) {
     test(`parses back to the same HTML${attachments ? ', beside an attachment' : ''}, whatever the text`, async () => {
       for (let i = 0; i < 60; i++) {
