@@ -53,10 +53,9 @@ const MAX_PREPARED_COMPANIONS = 3;
 
 /**
  * The text of the accepting statement: a data-modifying WITH query per table, each inserting
- * every message's rows from arrays (unnest), then the companions. Its text depends only on how
- * many companions there are.
- * The final SELECT counts the rows of the messages and of each companion, and fails the
- * statement, so nothing of it stays, when one inserted fewer than expected.
+ * every message's rows from arrays (unnest), then the companions, their parameters renumbered to
+ * follow ours. The final SELECT counts the rows of the messages and of each companion, and fails
+ * the statement, so nothing of it stays, when one inserted fewer than expected.
  */
 function acceptingStatement(companions: readonly CompanionInsert[]): string {
   let next = ACCEPTING_PARAMETERS;
@@ -87,6 +86,9 @@ function acceptingStatement(companions: readonly CompanionInsert[]): string {
 SELECT ${checks.join(', ')}`;
 }
 
+/** Texts and names of the prepared accepting statements, by their companions' texts. */
+const preparedAccepting = new Map<string, { text: string; name: string }>();
+
 /**
  * Accepted messages, their recipients, attachments and events (`accepted`, then any of their
  * own), with the companions' rows (their delivery jobs), in ONE statement: one round trip and,
@@ -112,13 +114,23 @@ export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[],
     rows.length,
     ...companions.map((c) => c.expected),
   ];
-  const text = acceptingStatement(companions);
-  const query = CompiledQuery.raw(text, values);
   // Prepared for the usual shapes: a batch's messages on one route (or a few), or none (a test
   // key's). Named by its text, which is pg-boss's as much as ours. A batch over many routes runs
   // unnamed: its text is one of a hundred.
-  if (companions.length > MAX_PREPARED_COMPANIONS) await db.executeQuery(query);
-  else await executePrepared(db, `accept_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`, query);
+  if (companions.length > MAX_PREPARED_COMPANIONS) {
+    await db.executeQuery(CompiledQuery.raw(acceptingStatement(companions), values));
+    return;
+  }
+  const key = companions.map((c) => `${c.values.length}:${c.text}`).join('\0');
+  let prepared = preparedAccepting.get(key);
+  if (!prepared) {
+    const text = acceptingStatement(companions);
+    prepared = { text, name: `accept_${createHash('sha256').update(text).digest('hex').slice(0, 16)}` };
+    // A few shapes in practice (one per pg-boss table and companion count); bounded all the same.
+    if (preparedAccepting.size >= MAX_PREPARED_COMPANIONS * 4) preparedAccepting.clear();
+    preparedAccepting.set(key, prepared);
+  }
+  await executePrepared(db, prepared.name, CompiledQuery.raw(prepared.text, values));
 }
 
 /** PostgreSQL's binary form of a one-dimensional bytea[] without NULLs (array_recv). */

@@ -127,15 +127,17 @@ describe('group commit', () => {
     assert.equal(events.length, 0);
   });
 
-  test('a batch over two routes commits in one statement, each message with a job on its own route', async () => {
-    const other = await createRoute(ctx.db, ctx.box, route.tenant_id, { name: `second-${Date.now()}`, transport: 'capture' });
+  test('a batch over five routes commits in one statement, each message with a job on its own route', async () => {
+    // Five: past the shapes that are prepared, so the statement also runs unnamed.
+    const others = await Promise.all([1, 2, 3, 4].map((n) => createRoute(ctx.db, ctx.box, route.tenant_id, { name: `more-${n}-${Date.now()}`, transport: 'capture' })));
     const commit = createCommitter(ctx);
-    const batch = Array.from({ length: 12 }, (_, i) => (i % 2 ? acceptedMessage(other, { tag: 'group' }) : message()));
+    const batch = Array.from({ length: 20 }, (_, i) => (i % 5 ? acceptedMessage(others[(i % 5) - 1], { tag: 'group' }) : message()));
     const ids = await Promise.all(batch.map((m) => commit(m)));
+    assert.deepEqual(ids, batch.map((m) => m.id));
     const { rows } = await sql<{ id: string; name: string }>`SELECT id::text, name FROM pgboss.job WHERE id = ANY(${ids}::uuid[])`.execute(ctx.db);
     const queueOf = new Map(rows.map((r) => [r.id, r.name]));
     for (const m of batch) assert.equal(queueOf.get(m.id), queueName(m.routeId!), 'its job is on its own route');
-    assert.ok((await transactionsOf(ids)) < 12, 'grouped across routes');
+    assert.equal(await transactionsOf(ids), 3, 'the first two alone, the other 18 (over five routes) together');
   });
 
   test('pg-boss\'s job insert joins the accepting statement: a single INSERT, one text for every route', async () => {
