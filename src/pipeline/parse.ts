@@ -1,8 +1,10 @@
 // Stage 1: raw bytes → Submission fields, with mailparser, bounded in parts and time.
 // Untrusted input (mailparser's own threat model): it must never crash, hang or exhaust us.
 import { Readable } from 'node:stream';
+import { Headers, type HeaderLine } from '@zone-eu/mailsplit';
 import libmime from 'libmime';
-import { simpleParser, type AddressObject, type EmailAddress } from 'mailparser';
+import libqp from 'libqp';
+import { MailParser, simpleParser, type AddressObject, type EmailAddress, type ParsedMail } from 'mailparser';
 import { LARGE_MESSAGE_BYTES, released } from '../gc.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import { withoutNul, type Address, type Submission } from './submission.ts';
@@ -41,6 +43,63 @@ const PARSER_OPTIONS = {
   skipImageLinks: true,
   skipTextLinks: true,
 };
+
+/** What parse reads of mailparser's result. */
+export type Parsed = Pick<ParsedMail, 'headerLines' | 'from' | 'to' | 'replyTo' | 'subject' | 'html' | 'text' | 'attachments'>;
+
+/** mailparser's header processing (addresses, encoded words), a method that keeps no state. */
+const headerProcessor = new MailParser(PARSER_OPTIONS) as unknown as { processHeaders(lines: HeaderLine[]): Map<string, unknown> };
+
+/** Not in a header block the one-part path takes: beyond printable ASCII and tab, or a bare CR or LF. */
+const NOT_PLAIN_HEADER = /[^\t\r\n\x20-\x7e]|\r(?!\n)|(?<!\r)\n/;
+/** A header field's name and colon: what the block must start with (no mbox "From " line). */
+const FIELD_START = /^[!-9;-~]+:/;
+/** Charsets mailparser reads as UTF-8 (it converts the others), as it normalises them. */
+const UTF8_CHARSETS = new Set(['', 'ascii', 'usascii', 'utf8']);
+/** Transfer encodings mailparser passes through undecoded. */
+const UNENCODED = new Set(['', '7bit', '8bit', 'binary']);
+
+/**
+ * The usual transactional message parsed at once, without mailparser's streams (a fifth of the
+ * relay's CPU per small message went to them): one text/html part, no multipart and no
+ * attachment, in UTF-8 or ASCII, unencoded or quoted-printable, under a header block of ASCII
+ * with CRLF line ends. It is put together from the pieces mailparser itself uses (mailsplit's
+ * header reader, mailparser's header processing, libqp's decoder, line ends made LF as mailparser
+ * makes them), so the result is mailparser's: test/pipeline/parse.test.ts compares the two over
+ * the corpus and over variants. Undefined for anything else, which mailparser parses.
+ */
+export function parsedAtOnce(bytes: Buffer): Parsed | undefined {
+  const split = bytes.indexOf('\r\n\r\n');
+  if (split < 0 || split + 2 > MAX_HEADER_BYTES) return undefined;
+  const head = bytes.toString('latin1', 0, split + 2);
+  if (!FIELD_START.test(head) || NOT_PLAIN_HEADER.test(head)) return undefined;
+  const headers = new Headers(bytes.subarray(0, split + 2));
+  const lines = headers.getList();
+  const count = (key: string) => lines.reduce((n, l) => n + (l.key === key ? 1 : 0), 0);
+  if (count('content-type') !== 1 || count('content-transfer-encoding') > 1 || count('content-disposition') > 0) return undefined;
+  const contentType = libmime.parseHeaderValue(headers.getFirst('Content-Type'));
+  if (contentType.value.toLowerCase().trim() !== 'text/html') return undefined;
+  if (Object.keys(contentType.params).some((name) => name !== 'charset')) return undefined;
+  if (!UTF8_CHARSETS.has((contentType.params.charset ?? '').toLowerCase().replace(/[^a-z0-9]+/g, ''))) return undefined;
+  const encoding = headers.getFirst('Content-Transfer-Encoding').toLowerCase();
+  if (encoding !== 'quoted-printable' && !UNENCODED.has(encoding)) return undefined;
+  const body = bytes.subarray(split + 4);
+  const html = (encoding === 'quoted-printable' ? libqp.decode(body) : body).toString('utf8').replace(/\r?\n/g, '\n');
+  // An empty part leaves mailparser without html and text alike.
+  if (!html) return undefined;
+  const processed = headerProcessor.processHeaders(lines);
+  return {
+    headerLines: lines,
+    from: processed.get('from') as AddressObject | undefined,
+    to: processed.get('to') as AddressObject | undefined,
+    replyTo: processed.get('reply-to') as AddressObject | undefined,
+    subject: processed.get('subject') as string | undefined,
+    html,
+    // mailparser's text of an HTML-only message, with skipHtmlToText.
+    text: '',
+    attachments: [],
+  };
+}
 
 /** Text searched at once by countParts: a large message is never one string. */
 const COUNT_WINDOW_BYTES = 1024 * 1024;
@@ -119,6 +178,47 @@ export async function parse(sub: Submission): Promise<Submission> {
   if (countParts(chunks) > MAX_MIME_PARTS) throw tooManyParts();
   const size = chunks.reduce((sum, c) => sum + c.length, 0);
   const source = size > LARGE_MESSAGE_BYTES ? consumed(chunks) : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+  const mail = (Buffer.isBuffer(source) ? parsedAtOnce(source) : undefined) ?? (await parsedByMailparser(source));
+  for (const line of mail.headerLines) {
+    const colon = line.line.indexOf(':');
+    const rawValue = colon >= 0 ? line.line.slice(colon + 1).replace(/\r?\n[ \t]/g, ' ').trim() : '';
+    const list = sub.rawHeaders.get(line.key) ?? [];
+    list.push(rawValue);
+    sub.rawHeaders.set(line.key, list);
+  }
+  // Unstructured values, unfolded and RFC 2047-decoded (mailparser leaves X- headers encoded;
+  // nodemailer encodes non-ASCII or long values, e.g. X-Transactional-Variables).
+  const seen = new Map<string, number>();
+  sub.headers = mail.headerLines.map((h) => {
+    const n = seen.get(h.key) ?? 0;
+    seen.set(h.key, n + 1);
+    const raw = sub.rawHeaders.get(h.key)?.[n] ?? '';
+    let value: string;
+    try {
+      value = libmime.decodeWords(raw);
+    } catch {
+      value = raw;
+    }
+    return { name: withoutNul(h.key), value: withoutNul(value) };
+  });
+  sub.from = mail.from ? flattenAddresses(mail.from) : undefined;
+  sub.to = flattenAddresses(mail.to);
+  sub.replyTo = flattenAddresses(mail.replyTo);
+  sub.subject = withoutNul(mail.subject ?? '');
+  sub.html = typeof mail.html === 'string' ? mail.html : null;
+  sub.text = typeof mail.text === 'string' ? mail.text : null;
+  sub.attachments = mail.attachments.map((a) => ({
+    filename: a.filename == null ? null : withoutNul(a.filename),
+    contentType: withoutNul(a.contentType || 'application/octet-stream').toLowerCase(),
+    content: a.content,
+    contentId: a.contentId === undefined ? undefined : withoutNul(a.contentId.replace(/^<|>$/g, '')),
+    inline: a.contentDisposition === 'inline' || a.related === true,
+  }));
+  return sub;
+}
+
+/** mailparser's parse, within PARSE_TIMEOUT_MS; its limits reported as the message's fault. */
+export async function parsedByMailparser(source: Buffer | Readable): Promise<Parsed> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -127,48 +227,9 @@ export async function parse(sub: Submission): Promise<Submission> {
     );
   });
   try {
-    const mail = await Promise.race([
-      simpleParser(source, PARSER_OPTIONS),
-      timeout,
-    ]).catch((err: unknown) => {
+    return await Promise.race([simpleParser(source, PARSER_OPTIONS), timeout]).catch((err: unknown) => {
       throw limitError(err) ?? err;
     });
-    for (const line of mail.headerLines) {
-      const colon = line.line.indexOf(':');
-      const rawValue = colon >= 0 ? line.line.slice(colon + 1).replace(/\r?\n[ \t]/g, ' ').trim() : '';
-      const list = sub.rawHeaders.get(line.key) ?? [];
-      list.push(rawValue);
-      sub.rawHeaders.set(line.key, list);
-    }
-    // Unstructured values, unfolded and RFC 2047-decoded (mailparser leaves X- headers encoded;
-    // nodemailer encodes non-ASCII or long values, e.g. X-Transactional-Variables).
-    const seen = new Map<string, number>();
-    sub.headers = mail.headerLines.map((h) => {
-      const n = seen.get(h.key) ?? 0;
-      seen.set(h.key, n + 1);
-      const raw = sub.rawHeaders.get(h.key)?.[n] ?? '';
-      let value: string;
-      try {
-        value = libmime.decodeWords(raw);
-      } catch {
-        value = raw;
-      }
-      return { name: withoutNul(h.key), value: withoutNul(value) };
-    });
-    sub.from = mail.from ? flattenAddresses(mail.from) : undefined;
-    sub.to = flattenAddresses(mail.to);
-    sub.replyTo = flattenAddresses(mail.replyTo);
-    sub.subject = withoutNul(mail.subject ?? '');
-    sub.html = typeof mail.html === 'string' ? mail.html : null;
-    sub.text = typeof mail.text === 'string' ? mail.text : null;
-    sub.attachments = mail.attachments.map((a) => ({
-      filename: a.filename == null ? null : withoutNul(a.filename),
-      contentType: withoutNul(a.contentType || 'application/octet-stream').toLowerCase(),
-      content: a.content,
-      contentId: a.contentId === undefined ? undefined : withoutNul(a.contentId.replace(/^<|>$/g, '')),
-      inline: a.contentDisposition === 'inline' || a.related === true,
-    }));
-    return sub;
   } finally {
     clearTimeout(timer);
   }

@@ -4,6 +4,8 @@ declare module 'libmime' {
     decodeWords(value: string): string;
     /** RFC 2047 encoded-words, split so that none is longer than maxLength. */
     encodeWord(value: string, encoding: 'Q' | 'B', maxLength?: number): string;
+    /** A structured header value: its value and its parameters (names lower-cased). */
+    parseHeaderValue(value: string): { value: string; params: Record<string, string> };
   };
   export default libmime;
 }
