@@ -61,8 +61,8 @@ const UNENCODED = new Set(['', '7bit', '8bit', 'binary']);
 
 /**
  * The usual transactional message parsed at once, without mailparser's streams (a fifth of the
- * relay's CPU per small message went to them): one text/html part, no multipart and no
- * attachment, in UTF-8 or ASCII, unencoded or quoted-printable, under a header block of ASCII
+ * relay's CPU per small message went to them): one text/html part (or text/plain, from a cron
+ * job), no multipart and no attachment, in UTF-8 or ASCII, unencoded or quoted-printable, under a header block of ASCII
  * with CRLF line ends. It is put together from the pieces mailparser itself uses (mailsplit's
  * header reader, mailparser's header processing, libqp's decoder, line ends made LF as mailparser
  * makes them), so the result is mailparser's: test/pipeline/parse.test.ts compares the two over
@@ -78,15 +78,16 @@ export function parsedAtOnce(bytes: Buffer): Parsed | undefined {
   const count = (key: string) => lines.reduce((n, l) => n + (l.key === key ? 1 : 0), 0);
   if (count('content-type') !== 1 || count('content-transfer-encoding') > 1 || count('content-disposition') > 0) return undefined;
   const contentType = libmime.parseHeaderValue(headers.getFirst('Content-Type'));
-  if (contentType.value.toLowerCase().trim() !== 'text/html') return undefined;
+  const type = contentType.value.toLowerCase().trim();
+  if (type !== 'text/html' && type !== 'text/plain') return undefined;
   if (Object.keys(contentType.params).some((name) => name !== 'charset')) return undefined;
   if (!UTF8_CHARSETS.has((contentType.params.charset ?? '').toLowerCase().replace(/[^a-z0-9]+/g, ''))) return undefined;
   const encoding = headers.getFirst('Content-Transfer-Encoding').toLowerCase();
   if (encoding !== 'quoted-printable' && !UNENCODED.has(encoding)) return undefined;
   const body = bytes.subarray(split + 4);
-  const html = (encoding === 'quoted-printable' ? libqp.decode(body) : body).toString('utf8').replace(/\r?\n/g, '\n');
+  const content = (encoding === 'quoted-printable' ? libqp.decode(body) : body).toString('utf8').replace(/\r?\n/g, '\n');
   // An empty part leaves mailparser without html and text alike.
-  if (!html) return undefined;
+  if (!content) return undefined;
   const processed = headerProcessor.processHeaders(lines);
   return {
     headerLines: lines,
@@ -94,11 +95,10 @@ export function parsedAtOnce(bytes: Buffer): Parsed | undefined {
     to: processed.get('to') as AddressObject | undefined,
     replyTo: processed.get('reply-to') as AddressObject | undefined,
     subject: processed.get('subject') as string | undefined,
-    html,
-    // mailparser's text of an HTML-only message, with skipHtmlToText.
-    text: '',
+    // mailparser's text of an HTML-only message is empty (skipHtmlToText); a text-only one has no HTML.
+    ...(type === 'text/html' ? { html: content, text: '' } : { text: content }),
     attachments: [],
-  };
+  } as Parsed;
 }
 
 /** Text searched at once by countParts: a large message is never one string. */

@@ -120,6 +120,8 @@ test('the path takes the usual message and declines what mailparser must read', 
   decline('From: a@acme.example\nContent-Type: text/html\n\n<p>bare LF headers</p>\n');
   decline('From: J\u00f6rg <a@acme.example>\r\nContent-Type: text/html\r\n\r\n<p>8-bit header</p>\r\n');
   decline('From a@acme.example Mon Jan  1 00:00:00 2026\r\nFrom: a@acme.example\r\nContent-Type: text/html\r\n\r\n<p>mbox</p>\r\n');
+  decline('From: a@acme.example\r\nContent-Type: text/plain; format=flowed\r\n\r\nflowed \r\ntext\r\n');
+  decline('From: a@acme.example\r\nSubject: no Content-Type, so text/plain by default\r\n\r\ntext\r\n');
   decline('From: a@acme.example\r\nContent-Type: text/html\r\n\r\n');
   decline('From: a@acme.example\r\nSubject: no body separator\r\n');
   decline('From: a@acme.example\r\nContent-Type: text/html\r\nContent-Type: text/plain\r\n\r\n<p>two types</p>\r\n');
