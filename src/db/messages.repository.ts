@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CompiledQuery, sql } from 'kysely';
+import { CompiledQuery, sql, type RawBuilder } from 'kysely';
 import { executePrepared, type Executor } from './database.ts';
 import { routeFromJson, type RouteJson } from './routes.repository.ts';
 import type { Message, MessageStatus, NewMessage, Recipient, Route, Verdict } from './schema.ts';
@@ -237,12 +237,10 @@ export interface DeliveryLoad {
 /** Every column of the message, named (a prepared statement's result type must not change). */
 const DELIVERY_COLUMNS = sql.join([...META_COLUMNS, 'mime'].map((c) => sql.ref(`m.${c}`)));
 
-/**
- * A message with its recipients and its route, in one round trip: the first step of every
- * delivery. Prepared: planning it cost more than running it.
- */
-export async function loadForDelivery(db: Executor, id: string): Promise<DeliveryLoad | undefined> {
-  const query = sql<Message & { recipient_list: DeliveryLoad['recipients']; route_row: RouteJson | null }>`
+type DeliveryRow = Message & { recipient_list: DeliveryLoad['recipients']; route_row: RouteJson | null };
+
+/** What loadForDelivery and loadManyForDelivery select, for the messages `where` picks. */
+const deliverySelect = (where: RawBuilder<unknown>) => sql<DeliveryRow>`
     SELECT ${DELIVERY_COLUMNS},
            COALESCE((SELECT json_agg(json_build_object('address', r.address, 'status', r.status, 'response', r.response) ORDER BY r.id)
                        FROM recipients r
@@ -250,12 +248,29 @@ export async function loadForDelivery(db: Executor, id: string): Promise<Deliver
            to_jsonb(rt) AS route_row
       FROM messages m
       LEFT JOIN routes rt ON rt.id = m.route_id AND rt.tenant_id = m.tenant_id
-     WHERE m.id = ${id}::uuid`;
-  const r = await executePrepared(db, 'load_for_delivery', query.compile(db));
-  const row = r.rows[0];
-  if (!row) return undefined;
+     WHERE ${where}`;
+
+function deliveryLoad(row: DeliveryRow): DeliveryLoad {
   const { recipient_list: recipients, route_row: route, ...message } = row;
   return { message, recipients, route: route ? routeFromJson(route) : undefined };
+}
+
+/**
+ * A message with its recipients and its route, in one round trip: the first step of every
+ * delivery. Prepared: planning it cost more than running it.
+ */
+export async function loadForDelivery(db: Executor, id: string): Promise<DeliveryLoad | undefined> {
+  const r = await executePrepared(db, 'load_for_delivery', deliverySelect(sql`m.id = ${id}::uuid`).compile(db));
+  return r.rows[0] && deliveryLoad(r.rows[0]);
+}
+
+/**
+ * The messages of a fetched batch of jobs at once, those of at most `maxBytes` each (a larger one
+ * is loaded on its own, at its turn): one round trip for the batch instead of one per message.
+ */
+export async function loadManyForDelivery(db: Executor, ids: readonly string[], maxBytes: number): Promise<Map<string, DeliveryLoad>> {
+  const r = await executePrepared(db, 'load_many_for_delivery', deliverySelect(sql`m.id = ANY(${ids}::uuid[]) AND m.size <= ${maxBytes}::int`).compile(db));
+  return new Map(r.rows.map((row) => [row.id, deliveryLoad(row)]));
 }
 
 /** A delivery attempt that ends the message: `sent` (some recipient delivered) or `failed`. */

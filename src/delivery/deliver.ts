@@ -241,18 +241,52 @@ async function recordWithRetry<T>(ctx: Context, write: () => Promise<T>): Promis
 }
 
 /**
+ * A message loaded with its batch is used only this soon after; later, it is loaded again. A
+ * batch of ten to a responsive upstream is through in well under this.
+ */
+const BATCH_LOAD_FRESH_MS = 250;
+/** Larger messages are not loaded with their batch (ten at once would be held together). */
+const BATCH_LOAD_MAX_BYTES = 256 * 1024;
+
+/**
+ * The messages of a fetched batch of jobs, loaded in one round trip as the batch starts. Each
+ * job takes its own once, and only while the load is fresh: the jobs of a batch run one after
+ * another, and a message loaded long before its turn may have moved on (an admin's requeue, a
+ * paused route), so it is loaded again, as every message used to be. Whatever is used, the
+ * record's job guard still decides. A failed batch load leaves each job to load its own.
+ */
+export class BatchLoad {
+  readonly #startedAt = performance.now();
+  readonly #loads: Promise<Map<string, messages.DeliveryLoad>>;
+  readonly #freshMs: number;
+
+  constructor(ctx: Context, messageIds: readonly string[], freshMs = BATCH_LOAD_FRESH_MS) {
+    this.#freshMs = freshMs;
+    this.#loads = messages.loadManyForDelivery(ctx.db, messageIds, BATCH_LOAD_MAX_BYTES).catch(() => new Map());
+  }
+
+  /** The message as loaded with the batch, once, if that is fresh; else undefined. */
+  async take(messageId: string): Promise<messages.DeliveryLoad | undefined> {
+    const loads = await this.#loads;
+    const load = loads.get(messageId);
+    loads.delete(messageId);
+    return performance.now() - this.#startedAt <= this.#freshMs ? load : undefined;
+  }
+}
+
+/**
  * Handles one delivery job. Returns normally for a job that has nothing to do (stale or
  * duplicate); throws only when the outcome could not be recorded, so pg-boss retries the job
  * and the job guard makes that retry safe.
  */
-export async function processJob(deps: DeliveryDeps, job: DeliveryJob): Promise<void> {
+export async function processJob(deps: DeliveryDeps, job: DeliveryJob, batch?: BatchLoad): Promise<void> {
   const { ctx } = deps;
   const messageId = job.data.messageId;
   if (!messageId) return;
   // Jobs of a fetched batch run one after another; one whose claim pg-boss already took back
   // (expiry while earlier ones ran) belongs to whoever runs it again.
   if (job.signal?.aborted) return;
-  const loaded = await messages.loadForDelivery(ctx.db, messageId);
+  const loaded = (await batch?.take(messageId)) ?? (await messages.loadForDelivery(ctx.db, messageId));
   // Gone (its tenant was deleted), already finished, or superseded by a newer job: the job is
   // a leftover (a reconciler duplicate, a pg-boss retry after we recorded). Nothing to do.
   if (!loaded || loaded.message.job_id !== job.id || !PENDING.has(loaded.message.status)) {

@@ -8,7 +8,7 @@ import { findOrphans, lockMessage, updateMessage } from '../db/messages.reposito
 import { listAllRoutes } from '../db/routes.repository.ts';
 import { every } from '../every.ts';
 import { DELIVERY_QUEUE_OPTIONS, enqueueDelivery, ensureQueue, queueName } from '../queue.ts';
-import { processJob, type DeliveryDeps, type DeliveryJob } from './deliver.ts';
+import { BatchLoad, processJob, type DeliveryDeps, type DeliveryJob } from './deliver.ts';
 import { RouteLimiter } from './limits.ts';
 import { createTransport, DEFAULT_ROUTE_CONCURRENCY, TransportCache } from './transports/index.ts';
 
@@ -83,9 +83,10 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
   // the job guard makes that safe) without re-running the others of its batch.
   const handler = async (jobs: DeliveryJob[]): Promise<JobResult[]> => {
     const results: JobResult[] = [];
+    const batch = new BatchLoad(ctx, jobs.flatMap((j) => (j.data.messageId ? [j.data.messageId] : [])));
     for (const job of jobs) {
       try {
-        await processJob(deps, job);
+        await processJob(deps, job, batch);
         results.push({ id: job.id, status: 'completed' });
       } catch (err) {
         ctx.log.error({ err: (err as Error).message, job: job.id, message: job.data.messageId }, 'delivery job failed; pg-boss will retry it');

@@ -1,10 +1,12 @@
 // The two statements of a delivery's common case (src/db/messages.repository.ts): loadForDelivery
-// reads a message with its recipients and route in one query, and recordFinalAttempt writes a
-// final attempt in one statement, only while the message still waits on the job that made it.
+// reads a message with its recipients and route in one query (loadManyForDelivery a fetched
+// batch's at once), and recordFinalAttempt writes a final attempt in one statement, only while
+// the message still waits on the job that made it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as messages from '../../src/db/messages.repository.ts';
 import type { Route } from '../../src/db/schema.ts';
+import { BatchLoad } from '../../src/delivery/deliver.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
 import { deleteRoute } from '../../src/db/routes.repository.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
@@ -91,6 +93,26 @@ describe('loadForDelivery', () => {
     const loaded = await messages.loadForDelivery(ctx.db, id);
     assert.ok(loaded);
     assert.equal(loaded.route, undefined);
+  });
+});
+
+describe('loadManyForDelivery and a batch load', () => {
+  test('reads each message of a batch as loadForDelivery does, but none over the size bound', async () => {
+    const ids = [await queued(), await queued(), await queued()];
+    const big = await commitMessage(ctx, acceptedMessage(route, { recipients, size: 300 * 1024 }));
+    const loads = await messages.loadManyForDelivery(ctx.db, [...ids, big, '00000000-0000-7000-8000-000000000000'], 256 * 1024);
+    assert.deepEqual([...loads.keys()].sort(), [...ids].sort(), 'the large one and the unknown id are left out');
+    for (const id of ids) assert.deepEqual(loads.get(id), await messages.loadForDelivery(ctx.db, id));
+  });
+
+  test('a job takes its message from the batch once, and only while the load is fresh', async () => {
+    const [a, b] = [await queued(), await queued()];
+    const batch = new BatchLoad(ctx, [a, b]);
+    assert.equal((await batch.take(a))?.message.id, a);
+    assert.equal(await batch.take(a), undefined, 'taken once');
+    const stale = new BatchLoad(ctx, [a, b], 20);
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(await stale.take(b), undefined, 'loaded too long ago: the job loads it again');
   });
 });
 
