@@ -51,7 +51,7 @@ export function openDatabase(url: string, options: { max?: number; applicationNa
 const preparedNames = new Map<string, string>();
 /** Name → SQL text: a name stands for one text only. */
 const preparedTexts = new Map<string, string>();
-/** A bound on pg-boss's names (statements a library writes could vary without end): beyond, unnamed. */
+/** A bound on the names given by text (executePreparedText): beyond, statements run unnamed. */
 const MAX_PREPARED = 200;
 
 /**
@@ -74,15 +74,28 @@ export async function executePrepared<R>(db: Executor, name: string, query: Comp
 }
 
 /**
- * pg-boss's statements in our transaction (pg-boss's fromKysely adapter, prepared): sending a
- * message's job costs more to plan than to run. Named by a hash of their text, since pg-boss
- * writes them; past MAX_PREPARED distinct texts, the rest run unnamed.
+ * Runs `query` as a prepared statement named by a hash of its text: for texts a library writes,
+ * or that are built from one (the accepting statement holds pg-boss's insert), which no fixed
+ * name can stand for. Past MAX_PREPARED distinct texts, the rest run unnamed.
+ */
+export async function executePreparedText<R>(db: Executor, query: CompiledQuery<R>): Promise<QueryResult<R>> {
+  nameByText(query.sql);
+  return await db.executeQuery(query);
+}
+
+function nameByText(text: string): void {
+  if (!preparedNames.has(text) && preparedTexts.size < MAX_PREPARED) register(`t_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`, text);
+}
+
+/**
+ * pg-boss's statements in our transaction (pg-boss's fromKysely adapter), prepared and named by
+ * their text (executePreparedText): sending a message's job costs more to plan than to run.
  */
 export function preparedBossDb(db: Executor): BossDb {
   const adapter = fromKysely(db);
   return {
     executeSql(text, values) {
-      if (!preparedNames.has(text) && preparedTexts.size < MAX_PREPARED) register(`pgboss_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`, text);
+      nameByText(text);
       return adapter.executeSql(text, values);
     },
   };

@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import { CompiledQuery, sql, type RawBuilder } from 'kysely';
-import { executePrepared, type Executor } from './database.ts';
+import { executePrepared, executePreparedText, type Executor } from './database.ts';
 import { routeFromJson, type RouteJson } from './routes.repository.ts';
 import type { Message, MessageStatus, NewMessage, Recipient, Route, Verdict } from './schema.ts';
 
@@ -49,7 +48,6 @@ export interface CompanionInsert {
 
 /** The accepting statement's parameters before a companion's: see acceptingStatement. */
 const ACCEPTING_PARAMETERS = 34;
-const MAX_PREPARED_COMPANIONS = 3;
 
 /**
  * The text of the accepting statement: a data-modifying WITH query per table, each inserting
@@ -86,8 +84,9 @@ function acceptingStatement(companions: readonly CompanionInsert[]): string {
 SELECT ${checks.join(', ')}`;
 }
 
-/** Texts and names of the prepared accepting statements, by their companions' texts. */
-const preparedAccepting = new Map<string, { text: string; name: string }>();
+/** Texts of the accepting statement by its companions' (a few shapes in practice; bounded). */
+const acceptingTexts = new Map<string, string>();
+const MAX_ACCEPTING_TEXTS = 16;
 
 /**
  * Accepted messages, their recipients, attachments and events (`accepted`, then any of their
@@ -114,23 +113,15 @@ export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[],
     rows.length,
     ...companions.map((c) => c.expected),
   ];
-  // Prepared for the usual shapes: a batch's messages on one route (or a few), or none (a test
-  // key's). Named by its text, which is pg-boss's as much as ours. A batch over many routes runs
-  // unnamed: its text is one of a hundred.
-  if (companions.length > MAX_PREPARED_COMPANIONS) {
-    await db.executeQuery(CompiledQuery.raw(acceptingStatement(companions), values));
-    return;
-  }
+  // Built once per shape, prepared under a name for its text: the text is pg-boss's as much as ours.
   const key = companions.map((c) => `${c.values.length}:${c.text}`).join('\0');
-  let prepared = preparedAccepting.get(key);
-  if (!prepared) {
-    const text = acceptingStatement(companions);
-    prepared = { text, name: `accept_${createHash('sha256').update(text).digest('hex').slice(0, 16)}` };
-    // A few shapes in practice (one per pg-boss table and companion count); bounded all the same.
-    if (preparedAccepting.size >= MAX_PREPARED_COMPANIONS * 4) preparedAccepting.clear();
-    preparedAccepting.set(key, prepared);
+  let text = acceptingTexts.get(key);
+  if (text === undefined) {
+    text = acceptingStatement(companions);
+    if (acceptingTexts.size >= MAX_ACCEPTING_TEXTS) acceptingTexts.clear();
+    acceptingTexts.set(key, text);
   }
-  await executePrepared(db, prepared.name, CompiledQuery.raw(prepared.text, values));
+  await executePreparedText(db, CompiledQuery.raw(text, values));
 }
 
 /** PostgreSQL's binary form of a one-dimensional bytea[] without NULLs (array_recv). */

@@ -41,7 +41,7 @@ async function ensureRouteQueue(ctx: Context, routeId: string): Promise<void> {
 }
 
 /**
- * A larger message commits alone: a batch's multi-row INSERT carries every message's bytes in
+ * A larger message commits alone: a batch's accepting statement carries every message's bytes in
  * one protocol message, and a few 25 MiB messages together would hold that much more memory.
  * Nor is it joined into one buffer to be sent as one parameter (its bytes would be held twice,
  * and a third time by the driver): its row is written without them and its pieces follow, a

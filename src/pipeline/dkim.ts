@@ -196,8 +196,3 @@ export async function dkimSignature(pieces: readonly Buffer[], { domain, selecto
   const signature = (await rsaSign(Buffer.from(data, 'latin1'), key)).toString('base64');
   return Buffer.from(`${foldTags(tags, signature)}\r\n`, 'latin1');
 }
-
-/** The message with a DKIM-Signature field in front. */
-export async function dkimSign(message: Buffer, key: DkimKey): Promise<Buffer> {
-  return Buffer.concat([await dkimSignature([message], key), message]);
-}

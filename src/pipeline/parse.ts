@@ -62,11 +62,12 @@ const UNENCODED = new Set(['', '7bit', '8bit', 'binary']);
 /**
  * The usual transactional message parsed at once, without mailparser's streams (a fifth of the
  * relay's CPU per small message went to them): one text/html part (or text/plain, from a cron
- * job), no multipart and no attachment, in UTF-8 or ASCII, unencoded or quoted-printable, under a header block of ASCII
- * with CRLF line ends. It is put together from the pieces mailparser itself uses (mailsplit's
- * header reader, mailparser's header processing, libqp's decoder, line ends made LF as mailparser
- * makes them), so the result is mailparser's: test/pipeline/parse.test.ts compares the two over
- * the corpus and over variants. Undefined for anything else, which mailparser parses.
+ * job), no multipart and no attachment, in UTF-8 or ASCII, unencoded or quoted-printable, under
+ * a header block of ASCII with CRLF line ends. It is put together from the pieces mailparser
+ * itself uses (mailsplit's header reader, mailparser's header processing, libqp's decoder, line
+ * ends made LF as mailparser makes them), so the result is mailparser's:
+ * test/pipeline/parse-at-once.test.ts compares the two over the corpus and over variants.
+ * Undefined for anything else, which mailparser parses.
  */
 export function parsedAtOnce(bytes: Buffer): Parsed | undefined {
   const split = bytes.indexOf('\r\n\r\n');

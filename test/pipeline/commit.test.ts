@@ -128,7 +128,7 @@ describe('group commit', () => {
   });
 
   test('a batch over five routes commits in one statement, each message with a job on its own route', async () => {
-    // Five: past the shapes that are prepared, so the statement also runs unnamed.
+    // Five routes: five of pg-boss's inserts in the one statement.
     const others = await Promise.all([1, 2, 3, 4].map((n) => createRoute(ctx.db, ctx.box, route.tenant_id, { name: `more-${n}-${Date.now()}`, transport: 'capture' })));
     const commit = createCommitter(ctx);
     const batch = Array.from({ length: 20 }, (_, i) => (i % 5 ? acceptedMessage(others[(i % 5) - 1], { tag: 'group' }) : message()));

@@ -6,7 +6,7 @@ import { createHash, generateKeyPairSync, randomInt } from 'node:crypto';
 import { test } from 'node:test';
 // mailauth is CommonJS; its deep module carries the one function we need.
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
-import { dkimSign, relaxedBodyHash } from '../../src/pipeline/dkim.ts';
+import { dkimSignature, relaxedBodyHash } from '../../src/pipeline/dkim.ts';
 import { chunk } from '../helpers/dns.ts';
 
 const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -16,7 +16,8 @@ const resolver = async (name: string, rr: string) => {
   return [chunk(record)];
 };
 const verify = async (message: Buffer) => (await dkimVerify(message, { resolver: resolver as never })).results;
-const sign = (message: Buffer) => dkimSign(message, { domain: 'acme.example', selector: 'sel', key: privateKey });
+/** The message with a DKIM-Signature field in front. */
+const sign = async (message: Buffer) => Buffer.concat([await dkimSignature([message], { domain: 'acme.example', selector: 'sel', key: privateKey }), message]);
 
 const WORDS = ['a', 'Zz', ' ', '  ', '\t', ' \t ', '=', 'é', '<p>', 'x'.repeat(90)];
 const line = () => Array.from({ length: randomInt(0, 8) }, () => WORDS[randomInt(WORDS.length)]).join('');
