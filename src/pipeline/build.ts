@@ -10,7 +10,7 @@ import type { SecretBox } from '../crypto.ts';
 import { churned } from '../gc.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import { dkimSignature } from './dkim.ts';
-import { encodeHtmlBody } from './html-body.ts';
+import { encodeHtmlBody, type EncodedBody } from './html-body.ts';
 import type { Address, Attachment, Submission } from './submission.ts';
 
 /** RFC 5322 §2.1.1: no line of a message may be longer than 998 octets (without its CRLF). */
@@ -143,13 +143,12 @@ function signingKey(box: SecretBox, sealed: string): KeyObject {
  * is random per message, so nothing a client sent can stand in for it; should nodemailer ever
  * write the part differently, the message is composed by nodemailer alone.
  */
-export function spliceHtmlBody(composed: Buffer, placeholder: string, html: string, complete = true): Buffer | undefined {
+export function spliceHtmlBody(composed: Buffer, placeholder: string, { encoding, body }: EncodedBody, complete = true): Buffer | undefined {
   const cte = '\r\nContent-Transfer-Encoding: 7bit\r\n';
   const at = composed.indexOf(placeholder, 0, 'latin1');
   const header = composed.lastIndexOf(cte, at, 'latin1');
   // The placeholder once, as the body of the part whose header block holds that 7bit.
   if (at < 0 || composed.indexOf(placeholder, at + 1, 'latin1') >= 0 || header < 0 || composed.indexOf('\r\n\r\n', header, 'latin1') !== at - 4) return undefined;
-  const { encoding, body } = encodeHtmlBody(html);
   // Alone, the part ends the message with one line break: nodemailer adds it unless the body has
   // it. (`composed` may be the start of the message only: then more follows the part.)
   const rest = composed.subarray(at + placeholder.length);
@@ -214,13 +213,15 @@ function compose(messageIdHeader: string, sub: Submission, html: string, content
  * of transforms and turns of the event loop, which cost more than the rest of the build.
  * Undefined for a message of several parts.
  */
-function writtenAtOnce(root: MimeNode, splice: HtmlSplice): Buffer[] | undefined {
+function writtenAtOnce(root: MimeNode, splice: HtmlSplice): Unsigned | undefined {
   if (root.multipart || root.childNodes.length > 0) return undefined;
   const composed = Buffer.from(`${root.buildHeaders()}\r\n\r\n${splice.placeholder}\r\n`);
-  const spliced = spliceHtmlBody(composed, splice.placeholder, splice.html);
+  const body = encodeHtmlBody(splice.html);
+  const spliced = spliceHtmlBody(composed, splice.placeholder, body);
   if (!spliced) return undefined;
   churned(spliced.length);
-  return cutAll(spliced);
+  // The message's body is the HTML part's (and the line break after it).
+  return { pieces: cutAll(spliced), bodyLinesAsIs: body.relaxedAsIs };
 }
 
 /**
@@ -249,6 +250,12 @@ function cutAll(bytes: Buffer, pieces: Buffer[] = []): Buffer[] {
   return pieces;
 }
 
+/** A message written at once, and whether its body's lines are as relaxed canonicalization makes them. */
+interface Unsigned {
+  pieces: Buffer[];
+  bodyLinesAsIs: boolean;
+}
+
 /** The HTML body, to go in where nodemailer wrote the placeholder (spliceHtmlBody). */
 interface HtmlSplice {
   placeholder: string;
@@ -270,7 +277,7 @@ async function collect(composed: Readable, splice?: HtmlSplice): Promise<Buffer[
     const joined = pending.length === 1 ? pending[0] : Buffer.concat(pending, bytes);
     if (spliced) return joined;
     spliced = true;
-    return spliceHtmlBody(joined, splice!.placeholder, splice!.html, complete);
+    return spliceHtmlBody(joined, splice!.placeholder, encodeHtmlBody(splice!.html), complete);
   };
   for await (const chunk of composed as AsyncIterable<Buffer>) {
     pending.push(chunk);
@@ -309,14 +316,16 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
   const date = options.date ?? new Date();
   const splice = { placeholder, html };
   const root = compose(messageIdHeader, sub, placeholder, contents, date);
+  const written = options.streamed ? undefined : writtenAtOnce(root, splice);
   const unsigned =
-    (options.streamed ? undefined : writtenAtOnce(root, splice)) ??
+    written?.pieces ??
     (await collect(root.createReadStream(), splice)) ??
     (await collect(compose(messageIdHeader, sub, html, contents, date).createReadStream()))!;
   assertLineLengths(unsigned);
   const domain = sub.testMode ? undefined : sub.senderDomain;
   if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, size: sizeOf(unsigned), messageIdHeader };
-  const signature = await dkimSignature(unsigned, { domain: domain.name, selector: domain.dkim_selector, key: signingKey(box, domain.dkim_private_key_enc) });
+  const dkimKey = { domain: domain.name, selector: domain.dkim_selector, key: signingKey(box, domain.dkim_private_key_enc) };
+  const signature = await dkimSignature(unsigned, dkimKey, written?.bodyLinesAsIs);
   sub.verdicts.push({ rule: 'dkim', action: 'signed', detail: `d=${domain.name}; s=${domain.dkim_selector}` });
   const mime = [signature, ...unsigned];
   return { mime, size: sizeOf(mime), messageIdHeader };

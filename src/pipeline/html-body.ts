@@ -12,22 +12,38 @@ const HEX = '0123456789ABCDEF';
 export interface EncodedBody {
   encoding: '7bit' | 'quoted-printable';
   body: Buffer;
+  /**
+   * True when DKIM's relaxed body canonicalization (RFC 6376 §3.4.4) changes none of the body's
+   * lines: no tab, no two spaces together, no space before a line end. Its hash then needs no
+   * search for them (dkim.ts), which costs more than the hash itself.
+   */
+  relaxedAsIs: boolean;
 }
 
-/** True when every byte is printable ASCII, tab, or a CRLF, and no line exceeds `max`. */
-function is7bitText(bytes: Buffer, max: number): boolean {
+const TAB = 0x09;
+const SP = 0x20;
+const CR = 0x0d;
+const LF = 0x0a;
+
+/**
+ * Whether every byte is printable ASCII, tab, or a CRLF, and no line exceeds `max` (else
+ * undefined); if so, whether relaxed canonicalization leaves its lines as they are.
+ */
+function is7bitText(bytes: Buffer, max: number): { relaxedAsIs: boolean } | undefined {
   let lineLength = 0;
+  let relaxedAsIs = true;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i];
-    if (b === 0x0d && bytes[i + 1] === 0x0a) {
+    if (b === CR && bytes[i + 1] === LF) {
       lineLength = 0;
       i++;
       continue;
     }
-    if (b >= 0x80 || (b < 0x20 && b !== 0x09) || b === 0x7f) return false;
-    if (++lineLength > max) return false;
+    if (b >= 0x80 || (b < SP && b !== TAB) || b === 0x7f) return undefined;
+    if (++lineLength > max) return undefined;
+    if (b === TAB || (b === SP && (bytes[i + 1] === SP || bytes[i + 1] === CR || i + 1 === bytes.length))) relaxedAsIs = false;
   }
-  return true;
+  return { relaxedAsIs };
 }
 
 /** Bytes by what quoted-printable makes of them (RFC 2045 §6.7). */
@@ -36,17 +52,22 @@ const SPACE = 1; // space and tab: as they are mid-line, encoded before a line b
 const ESCAPE = 2; // everything else: "=XX" (rule 1)
 const KIND = new Uint8Array(256).fill(ESCAPE);
 for (let b = 0x21; b <= 0x7e; b++) if (b !== 0x3d) KIND[b] = PLAIN;
-KIND[0x20] = SPACE;
-KIND[0x09] = SPACE;
+KIND[SP] = SPACE;
+KIND[TAB] = SPACE;
 const HEX_CODES = Buffer.from(HEX, 'latin1');
 
-/** Quoted-printable of CRLF-separated text: hard breaks stay CRLF, lines are soft-broken at 76. */
-export function quotedPrintable(bytes: Buffer): Buffer {
+/**
+ * Quoted-printable of CRLF-separated text: hard breaks stay CRLF, lines are soft-broken at 76.
+ * Whitespace before a line break is encoded, so relaxed canonicalization leaves the lines as
+ * they are unless a tab or two spaces together are written as they are (`relaxedAsIs`).
+ */
+export function quotedPrintable(bytes: Buffer): { body: Buffer; relaxedAsIs: boolean } {
   // Worst case: every byte becomes "=XX", plus a soft break every 25 bytes.
   const out = Buffer.allocUnsafe(bytes.length * 3 + Math.ceil(bytes.length / 25) * 3 + 2);
   const n = bytes.length;
   let o = 0;
   let column = 0;
+  let relaxedAsIs = true;
   for (let i = 0; i < n; i++) {
     const b = bytes[i];
     const kind = KIND[b];
@@ -56,25 +77,28 @@ export function quotedPrintable(bytes: Buffer): Buffer {
       column++;
       continue;
     }
-    if (b === 0x0d && bytes[i + 1] === 0x0a) {
-      out[o++] = 0x0d;
-      out[o++] = 0x0a;
+    if (b === CR && bytes[i + 1] === LF) {
+      out[o++] = CR;
+      out[o++] = LF;
       column = 0;
       i++;
       continue;
     }
-    const atLineEnd = i + 1 === n || (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a);
+    const atLineEnd = i + 1 === n || (bytes[i + 1] === CR && bytes[i + 2] === LF);
     // Whitespace before a line break would be stripped in transport: encoded there (rule 3).
     const plain = kind === PLAIN || (kind === SPACE && !atLineEnd);
     const width = plain ? 1 : 3;
     // The soft break "=" needs a column of its own, unless this character ends the line.
     if (column + width > (atLineEnd ? MAX_QP_LINE : MAX_QP_LINE - 1)) {
       out[o++] = 0x3d;
-      out[o++] = 0x0d;
-      out[o++] = 0x0a;
+      out[o++] = CR;
+      out[o++] = LF;
       column = 0;
     }
     if (plain) {
+      // Only a space or a tab reaches here plain: each, or a space after one, is what relaxed
+      // canonicalization would change.
+      if (kind === SPACE && (b === TAB || out[o - 1] === SP || out[o - 1] === TAB)) relaxedAsIs = false;
       out[o++] = b;
     } else {
       out[o++] = 0x3d;
@@ -83,12 +107,13 @@ export function quotedPrintable(bytes: Buffer): Buffer {
     }
     column += width;
   }
-  return out.subarray(0, o);
+  return { body: out.subarray(0, o), relaxedAsIs };
 }
 
 /** The HTML (CRLF line ends) as the part's body, with the encoding nodemailer would choose. */
 export function encodeHtmlBody(html: string): EncodedBody {
   const bytes = Buffer.from(html, 'utf8');
-  if (is7bitText(bytes, MAX_7BIT_LINE)) return { encoding: '7bit', body: bytes };
-  return { encoding: 'quoted-printable', body: quotedPrintable(bytes) };
+  const ascii = is7bitText(bytes, MAX_7BIT_LINE);
+  if (ascii) return { encoding: '7bit', body: bytes, relaxedAsIs: ascii.relaxedAsIs };
+  return { encoding: 'quoted-printable', ...quotedPrintable(bytes) };
 }

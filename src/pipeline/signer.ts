@@ -4,7 +4,9 @@
 // sign on every core at once and starve the event loop (measured on 2 cores: the event loop
 // waited to run a third of the time), and with a pool of one a slow DNS lookup (webhook targets
 // are looked up there) would hold up every signature behind it. A single signing thread takes
-// at most one core and drains its own queue without the event loop's help.
+// at most one core and drains its own queue without the event loop's help. What is signed crosses
+// to the thread as text: a small Buffer is a view of Node's shared 8 KiB pool, which postMessage
+// copies whole (measured: 17.5 µs a message for 1 KiB of headers, against 1.4 µs for the text).
 import type { KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
@@ -16,7 +18,7 @@ const keys = new Map();
 parentPort.on('message', (m) => {
   if (m.key) return void keys.set(m.keyId, m.key);
   try {
-    parentPort.postMessage({ id: m.id, signature: sign('sha256', m.data, keys.get(m.keyId)) });
+    parentPort.postMessage({ id: m.id, signature: sign('sha256', Buffer.from(m.data, 'latin1'), keys.get(m.keyId)).toString('base64') });
   } catch (err) {
     parentPort.postMessage({ id: m.id, error: String(err && err.message || err) });
   }
@@ -24,7 +26,7 @@ parentPort.on('message', (m) => {
 `;
 
 interface Pending {
-  resolve: (signature: Buffer) => void;
+  resolve: (signature: string) => void;
   reject: (err: Error) => void;
 }
 
@@ -41,12 +43,12 @@ class SigningThread {
     this.#worker = new Worker(THREAD_SOURCE, { eval: true });
     // An idle signer must not keep the process alive; one with signatures due does (ref below).
     this.#worker.unref();
-    this.#worker.on('message', (m: { id: number; signature?: Uint8Array; error?: string }) => {
+    this.#worker.on('message', (m: { id: number; signature?: string; error?: string }) => {
       const p = this.#pending.get(m.id);
       if (!p) return;
       this.#pending.delete(m.id);
       if (this.#pending.size === 0) this.#worker.unref();
-      if (m.signature) p.resolve(Buffer.from(m.signature.buffer, m.signature.byteOffset, m.signature.byteLength));
+      if (m.signature) p.resolve(m.signature);
       else p.reject(new Error(`DKIM signing failed: ${m.error}`));
     });
     const fail = (err: Error) => {
@@ -63,7 +65,7 @@ class SigningThread {
     return this.#failed === undefined;
   }
 
-  sign(data: Buffer, key: KeyObject): Promise<Buffer> {
+  sign(data: string, key: KeyObject): Promise<string> {
     let keyId = this.#keyIds.get(key);
     if (keyId === undefined) {
       keyId = this.#nextKeyId++;
@@ -87,11 +89,12 @@ class SigningThread {
 let thread: SigningThread | undefined;
 
 /**
- * An RSA-SHA256 signature of `data` with `key`, computed on the signing thread. Should the
+ * The RSA-SHA256 signature (base64) of `data`, bytes as latin1 text, with `key`, computed on the
+ * signing thread. Should the
  * thread fail, the signatures it held are refused (their messages get a 451 and are sent again)
  * and the next one starts a new thread.
  */
-export function rsaSign(data: Buffer, key: KeyObject): Promise<Buffer> {
+export function rsaSign(data: string, key: KeyObject): Promise<string> {
   if (!thread?.usable) thread = new SigningThread();
   return thread.sign(data, key);
 }

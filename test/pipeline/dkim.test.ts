@@ -6,7 +6,12 @@ import { createHash, generateKeyPairSync, randomInt } from 'node:crypto';
 import { test } from 'node:test';
 // mailauth is CommonJS; its deep module carries the one function we need.
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { SecretBox } from '../../src/crypto.ts';
+import type { Domain } from '../../src/db/schema.ts';
+import { buildMime } from '../../src/pipeline/build.ts';
 import { dkimSignature, relaxedBodyHash } from '../../src/pipeline/dkim.ts';
+import { encodeHtmlBody } from '../../src/pipeline/html-body.ts';
+import { newSubmission } from '../../src/pipeline/submission.ts';
 import { chunk } from '../helpers/dns.ts';
 
 const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -50,6 +55,32 @@ test('300 random messages verify with mailauth', async () => {
   }
 });
 
+test('one-part messages buildMime writes and signs verify, whatever whitespace their HTML has', async () => {
+  const box = new SecretBox('test-secret-0123456789-0123456789-0123456789');
+  const sealed = box.seal(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+  let asIs = 0;
+  for (let i = 0; i < 150; i++) {
+    const lines = Array.from({ length: randomInt(0, 20) }, line).join('\r\n') + ['', '\r\n', ' \r\n\r\n'][i % 3];
+    // Half of them with single spaces only, as most HTML is.
+    const html = i % 2 ? lines : lines.replace(/[ \t]+/g, ' ');
+    const sub = newSubmission({
+      source: 'smtp',
+      envelope: { mailFrom: 'app@acme.example', rcptTo: ['b@example.org'] },
+      from: [{ address: 'app@acme.example', name: 'Acme' }],
+      to: [{ address: 'b@example.org', name: '' }],
+      subject: 'Receipt',
+      html,
+      attachments: [],
+    });
+    sub.senderDomain = { name: 'acme.example', dkim_selector: 'sel', dkim_private_key_enc: sealed } as Domain;
+    const mime = Buffer.concat((await buildMime(box, 'relay.test', `m-${i}`, sub)).mime);
+    const [result] = await verify(mime);
+    assert.equal(result?.status.result, 'pass', `${JSON.stringify(result?.status)} for ${JSON.stringify(html)}`);
+    if (encodeHtmlBody(html).relaxedAsIs) asIs++;
+  }
+  assert.ok(asIs > 20 && asIs < 130, `bodies hashed unsearched and searched both verify (${asIs} of 150 unsearched)`);
+});
+
 test('the relaxed body hash: whitespace runs and ends, empty trailing lines, a missing final CRLF', () => {
   const same = ['a  b\t\r\nc \r\n\r\n\r\n', 'a b\r\nc', 'a b \r\nc\r\n \r\n\t\r\n'];
   const hashes = same.map((b) => relaxedBodyHash(Buffer.from(b)));
@@ -75,6 +106,18 @@ test('the relaxed body hash matches the RFC read line by line on 20,000 random b
     const body = Buffer.from(Array.from({ length: randomInt(0, 40) }, () => pieces[randomInt(pieces.length)]).join(''), 'latin1');
     assert.equal(relaxedBodyHash(body), literalRelaxedHash(body), JSON.stringify(body.toString('latin1')));
   }
+});
+
+test('a body whose lines relaxed canonicalization leaves alone hashes the same unsearched ("linesAsIs")', () => {
+  const pieces = ['a', 'b', ' ', '\r\n', '\r\n\r\n', '=', '\xe9'];
+  let tested = 0;
+  for (let n = 0; n < 5_000; n++) {
+    const body = Buffer.from(Array.from({ length: randomInt(0, 40) }, () => pieces[randomInt(pieces.length)]).join(''), 'latin1');
+    if (/  | \r\n| $/.test(body.toString('latin1'))) continue;
+    tested++;
+    assert.equal(relaxedBodyHash(body, true), literalRelaxedHash(body), JSON.stringify(body.toString('latin1')));
+  }
+  assert.ok(tested > 1000, `${tested} bodies`);
 });
 
 test('a changed body or signed header fails; an unsigned header may change', async () => {
