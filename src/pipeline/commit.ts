@@ -114,9 +114,14 @@ export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<s
   return m.id;
 }
 
-/** Messages in one group commit at most, and group commits running at once. */
+/**
+ * Messages in one group commit at most, and group commits running at once. One at a time makes
+ * the batches larger, so fewer statements, round trips and fsyncs per message: measured
+ * alternately against two (npm run bench, 5 KB at 50 clients), about 1,430 -> 1,590/s and a
+ * lower p50 and p99 at 10 and at 50 clients; 100 KB and a connection per message gained too.
+ */
 const MAX_BATCH = 100;
-const MAX_BATCHES_IN_FLIGHT = 2;
+const MAX_BATCHES_IN_FLIGHT = 1;
 
 interface Waiting {
   m: AcceptedMessage & { routeId: string };
@@ -125,9 +130,8 @@ interface Waiting {
 }
 
 /**
- * Group commit. A message that reaches the commit while MAX_BATCHES_IN_FLIGHT transactions are
- * running waits for one of them to end, then commits with every other message that waited, in
- * one statement: under load the fsync per message shrinks with the batch (the round trip is one
+ * Group commit. A message that reaches the commit while another commit runs waits for it to
+ * end, then commits with every other message that waited, in one statement: under load the fsync per message shrinks with the batch (the round trip is one
  * per batch however large), while an idle relay commits each message at once, alone. Each
  * message still hears nothing before the commit that holds it. Messages with an idempotency key
  * (which must look for their twin first), test-key captures and messages over 1 MiB commit alone.
