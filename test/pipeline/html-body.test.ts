@@ -152,6 +152,18 @@ describe('buildMime with the HTML body spliced in', () => {
     }
   });
 
+  test('each multipart message gets boundaries of its own (64 random bits, as nodemailer draws them)', async () => {
+    const boundaries = new Set<string>();
+    for (let i = 0; i < 20; i++) {
+      const mime = Buffer.concat((await buildMime(box, 'relay.test', `b-${i}`, submission('<p>x</p>', true))).mime).toString('latin1');
+      const boundary = /boundary="(--_NmP-([0-9a-f]{16})-Part_1)"/.exec(mime);
+      assert.ok(boundary, 'a boundary with a 16-hex-digit random part');
+      assert.ok(mime.includes(`\r\n--${boundary[1]}--\r\n`), 'the multipart ends with it');
+      boundaries.add(boundary[2]);
+    }
+    assert.equal(boundaries.size, 20);
+  });
+
   for (const attachments of [false, true]) {
     test(`parses back to the same HTML${attachments ? ', beside an attachment' : ''}, whatever the text`, async () => {
       for (let i = 0; i < 60; i++) {
