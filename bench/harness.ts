@@ -113,6 +113,13 @@ export function envList(name: string, fallback: string, min: number, max: number
   });
 }
 
+/** NODE_OPTIONS for a relay child from BENCH_PROFILE_DIR and BENCH_RELAY_NODE_OPTIONS, if either is set. */
+function relayNodeOptions(): { NODE_OPTIONS?: string } {
+  const dir = process.env.BENCH_PROFILE_DIR;
+  const options = [dir ? `--cpu-prof --cpu-prof-dir=${dir}` : '', process.env.BENCH_RELAY_NODE_OPTIONS ?? ''].filter(Boolean).join(' ');
+  return options ? { NODE_OPTIONS: options } : {};
+}
+
 /** A relay child's environment: production settings, warn logs, loopback, plain SMTP on `smtpPort`. */
 export function benchRelayEnv(o: { databaseUrl: string; roles: string; dataDir: string; smtpPort: number }): NodeJS.ProcessEnv {
   return {
@@ -136,7 +143,9 @@ export function benchRelayEnv(o: { databaseUrl: string; roles: string; dataDir: 
     TXRELAY_SMTP_MAX_PER_IP: '1000',
     // BENCH_PROFILE_DIR: each relay child writes a V8 CPU profile there when it exits (open it in
     // Chrome DevTools or VS Code); the figures of a profiled run are a little lower.
-    ...(process.env.BENCH_PROFILE_DIR ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}` } : {}),
+    // BENCH_RELAY_NODE_OPTIONS: Node options for the relay children alone (not the load
+    // generator), e.g. --max-semi-space-size=4 to compare runtime settings.
+    ...relayNodeOptions(),
   };
 }
 

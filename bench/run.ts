@@ -32,7 +32,9 @@
 // size gets every concurrency of BENCH_CONCS on reused and per-message connections, the others
 // BENCH_LARGE_CONCS on reused ones; BENCH_SIZE_KB alone means that one size), BENCH_CONCS
 // ("10,50"), BENCH_LARGE_CONCS ("50"), BENCH_SYSTEMS ("txrelay,postfix,smtp-server,pg-commit";
-// "txrelay" means its three figures, which can also be named one by one).
+// "txrelay" means its three figures, which can also be named one by one). BENCH_PROFILE_DIR (a
+// CPU profile of each relay child) and BENCH_RELAY_NODE_OPTIONS (Node options for the relay
+// children alone): see bench/harness.ts.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
