@@ -276,43 +276,63 @@ export interface FinalAttempt {
 }
 
 /**
- * Records a final attempt in one statement (so one round trip and an implicit transaction): the
- * attempt, the recipients' results, the message's status and its event. Written only when the
- * message still waits (queued or deferred) on `jobId`, under its row lock: another worker that
- * holds the same job (a pg-boss retry after a lost heartbeat) and records first makes this a
- * no-op. Returns whether it wrote. Prepared, as loadForDelivery.
+ * Records final attempts in one statement (so one round trip and an implicit transaction), for
+ * one message or several (the delivery worker groups those that end together, FinalRecords in
+ * src/delivery/final-records.ts): each attempt, its recipients' results, its message's status
+ * and its event. Written only for a message that still waits (queued or deferred) on the job
+ * given, under its row lock: another worker that holds the same job (a pg-boss retry after a
+ * lost heartbeat) and records first makes that message's part a no-op. Returns, in order,
+ * whether each was written. One message at most once per call. Prepared, as loadForDelivery.
  */
-export async function recordFinalAttempt(db: Executor, a: FinalAttempt): Promise<boolean> {
+export async function recordFinalAttempts(db: Executor, list: readonly FinalAttempt[]): Promise<boolean[]> {
   const now = new Date();
-  const { message: m, attempt } = a;
-  const query = sql<{ n: number }>`
-    WITH locked AS (
-      SELECT id FROM messages
-       WHERE id = ${m.id}::uuid AND job_id = ${a.jobId}::uuid AND status IN ('queued', 'deferred')
-         FOR UPDATE
+  const column = <T>(f: (a: FinalAttempt) => T): T[] => list.map(f);
+  const recipients = list.flatMap((a) => a.recipients.map((r) => ({ id: a.message.id, ...r })));
+  const query = sql<{ id: string }>`
+    WITH input AS (
+      SELECT * FROM unnest(
+        ${column((a) => a.message.id)}::uuid[], ${column((a) => a.jobId)}::uuid[], ${column((a) => a.status)}::text[],
+        ${column((a) => a.attempt.route_id)}::uuid[], ${column((a) => a.attempt.route_name)}::text[], ${column((a) => a.attempt.number)}::int[],
+        ${column((a) => a.attempt.response)}::text[], ${column((a) => a.attempt.duration_ms)}::int[],
+        ${column((a) => a.message.tenant_id)}::uuid[], ${column((a) => a.message.tag)}::text[], ${column((a) => a.message.route_name ?? '')}::text[],
+        ${column((a) => a.event.type)}::text[], ${column((a) => JSON.stringify(a.event.detail ?? {}))}::jsonb[]
+      ) AS i (id, job_id, status, route_id, route_name, number, response, duration_ms, tenant_id, tag, event_route, event_type, detail)
+    ), locked AS (
+      -- In id order, as every statement that locks several messages does: no deadlock between them.
+      SELECT msg.id FROM messages msg JOIN input i ON i.id = msg.id AND i.job_id = msg.job_id
+       WHERE msg.status IN ('queued', 'deferred')
+       ORDER BY msg.id
+         FOR UPDATE OF msg
     ), attempt AS (
       INSERT INTO attempts (message_id, route_id, route_name, number, outcome, response, duration_ms)
-      SELECT id, ${attempt.route_id}::uuid, ${attempt.route_name}::text, ${attempt.number}::int, ${a.status}::text, ${attempt.response}::text, ${attempt.duration_ms}::int
-        FROM locked
+      SELECT i.id, i.route_id, i.route_name, i.number, i.status, i.response, i.duration_ms
+        FROM locked JOIN input i USING (id)
     ), recipient AS (
       UPDATE recipients r
          SET status = u.status, response = u.response, updated_at = ${now}::timestamptz
-        FROM locked, unnest(${a.recipients.map((x) => x.address)}::text[], ${a.recipients.map((x) => x.status)}::text[], ${a.recipients.map((x) => x.response)}::text[]) AS u (address, status, response)
-       WHERE r.message_id = locked.id AND r.address = u.address
+        FROM locked, unnest(${recipients.map((r) => r.id)}::uuid[], ${recipients.map((r) => r.address)}::text[], ${recipients.map((r) => r.status)}::text[], ${recipients.map((r) => r.response)}::text[])
+             AS u (message_id, address, status, response)
+       WHERE u.message_id = locked.id AND r.message_id = locked.id AND r.address = u.address
     ), message AS (
       UPDATE messages msg
-         SET status = ${a.status}::text, attempts = ${attempt.number}::int, next_attempt_at = NULL, updated_at = ${now}::timestamptz,
-             sent_at = COALESCE(${a.status === 'sent' ? now : null}::timestamptz, msg.sent_at)
-        FROM locked
+         SET status = i.status, attempts = i.number, next_attempt_at = NULL, updated_at = ${now}::timestamptz,
+             sent_at = CASE WHEN i.status = 'sent' THEN ${now}::timestamptz ELSE msg.sent_at END
+        FROM locked JOIN input i USING (id)
        WHERE msg.id = locked.id
     ), event AS (
       INSERT INTO events (message_id, tenant_id, tag, route, type, detail)
-      SELECT id, ${m.tenant_id}::uuid, ${m.tag}::text, ${m.route_name ?? ''}::text, ${a.event.type}::text, ${JSON.stringify(a.event.detail ?? {})}::jsonb
-        FROM locked
+      SELECT i.id, i.tenant_id, i.tag, i.event_route, i.event_type, i.detail
+        FROM locked JOIN input i USING (id)
     )
-    SELECT count(*)::int AS n FROM locked`;
-  const r = await executePrepared(db, 'record_final_attempt', query.compile(db));
-  return (r.rows[0]?.n ?? 0) > 0;
+    SELECT id::text AS id FROM locked`;
+  const r = await executePrepared(db, 'record_final_attempts', query.compile(db));
+  const written = new Set(r.rows.map((row) => row.id));
+  return list.map((a) => written.has(a.message.id));
+}
+
+/** One final attempt (recordFinalAttempts); whether it was written. */
+export async function recordFinalAttempt(db: Executor, a: FinalAttempt): Promise<boolean> {
+  return (await recordFinalAttempts(db, [a]))[0];
 }
 
 export async function listAttempts(db: Executor, messageId: string) {

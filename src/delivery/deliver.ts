@@ -7,6 +7,7 @@ import * as messages from '../db/messages.repository.ts';
 import { findRouteById } from '../db/routes.repository.ts';
 import type { Message, MessageStatus, Route } from '../db/schema.ts';
 import { enqueueDelivery, ensureQueue, type DeliveryJobData, type SendReservation } from '../queue.ts';
+import type { FinalRecords } from './final-records.ts';
 import type { RouteLimiter } from './limits.ts';
 import { decide, type Decision } from './outcome.ts';
 import { CaptureTransport } from './transports/capture.ts';
@@ -37,6 +38,8 @@ export interface DeliveryDeps {
   limits?: RouteLimiter;
   /** Aborted as soon as the worker starts stopping: jobs still waiting on a route's limits go back unsent. */
   stopping?: AbortSignal;
+  /** Groups the final attempts that end together into one statement. Absent: each is written alone. */
+  finals?: FinalRecords;
 }
 
 /** Test-key messages never leave the relay (SPEC §2), whatever route they name. */
@@ -118,7 +121,8 @@ async function record(
       decision.kind === 'exhausted'
         ? { type: 'failed', detail: { attempt: attemptNo, route: routeName, response: decision.response, reason: decision.reason } }
         : { type: 'sent', detail: { attempt: attemptNo, route: routeName, response: decision.response, delivered: decision.delivered } };
-    const recorded = await messages.recordFinalAttempt(db, { jobId: job.id, message: ref, status: outcome, attempt: attemptRow, recipients: decision.updates, event });
+    const final: messages.FinalAttempt = { jobId: job.id, message: ref, status: outcome, attempt: attemptRow, recipients: decision.updates, event };
+    const recorded = await (deps.finals ? deps.finals.record(final) : messages.recordFinalAttempt(db, final));
     return { recorded, outcome };
   }
 

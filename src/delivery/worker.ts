@@ -9,6 +9,7 @@ import { listAllRoutes } from '../db/routes.repository.ts';
 import { every } from '../every.ts';
 import { DELIVERY_QUEUE_OPTIONS, enqueueDelivery, ensureQueue, queueName } from '../queue.ts';
 import { BatchLoad, processJob, type DeliveryDeps, type DeliveryJob } from './deliver.ts';
+import { FinalRecords } from './final-records.ts';
 import { RouteLimiter } from './limits.ts';
 import { createTransport, DEFAULT_ROUTE_CONCURRENCY, TransportCache } from './transports/index.ts';
 
@@ -72,7 +73,8 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
   // Aborted when stop() begins: jobs still waiting on their route's limits go back unsent.
   const halting = new AbortController();
   const limits = new RouteLimiter(ctx.db, ctx.log);
-  const deps: DeliveryDeps = { ctx, transports, deadlineMs, shutdown: shutdown.signal, limits, stopping: halting.signal };
+  const finals = new FinalRecords(ctx.db);
+  const deps: DeliveryDeps = { ctx, transports, deadlineMs, shutdown: shutdown.signal, limits, stopping: halting.signal, finals };
   const consumers = new Map<string, Consumer>();
   /** Consumers replaced after a concurrency change, finishing their jobs. */
   const draining = new Set<Promise<void>>();

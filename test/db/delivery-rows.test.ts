@@ -1,12 +1,15 @@
 // The two statements of a delivery's common case (src/db/messages.repository.ts): loadForDelivery
 // reads a message with its recipients and route in one query (loadManyForDelivery a fetched
 // batch's at once), and recordFinalAttempt writes a final attempt in one statement, only while
-// the message still waits on the job that made it.
+// the message still waits on the job that made it; recordFinalAttempts several at once, as
+// FinalRecords (src/delivery/final-records.ts) groups the deliveries that end together.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as messages from '../../src/db/messages.repository.ts';
 import type { Route } from '../../src/db/schema.ts';
+import { sql } from 'kysely';
 import { BatchLoad } from '../../src/delivery/deliver.ts';
+import { FinalRecords } from '../../src/delivery/final-records.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
 import { deleteRoute } from '../../src/db/routes.repository.ts';
 import { createRoute } from '../../src/services/routes.service.ts';
@@ -178,5 +181,74 @@ describe('recordFinalAttempt', () => {
       assert.equal(w.events.length, 2);
       assert.equal(w.message.status, results[0] ? 'sent' : 'failed');
     }
+  });
+});
+
+/** How many transactions last wrote these messages' rows (rows one transaction writes share its xmin). */
+async function transactionsOf(ids: string[]): Promise<number> {
+  const { rows } = await sql<{ n: number }>`SELECT count(DISTINCT xmin::text)::int AS n FROM messages WHERE id = ANY(${ids}::uuid[])`.execute(ctx.db);
+  return rows[0].n;
+}
+
+describe('recordFinalAttempts and their grouping (FinalRecords)', () => {
+  test('several in one statement: each with its own recipients, status and event; stale or final ones are left out', async () => {
+    const [a, b, stale, done] = [await queued(), await queued(), await queued(), await queued()];
+    assert.equal(await messages.recordFinalAttempt(ctx.db, finalAttempt(done)), true);
+    const beforeStale = await written(stale);
+    const beforeDone = await written(done);
+    const results = await messages.recordFinalAttempts(ctx.db, [
+      finalAttempt(a),
+      finalAttempt(stale, { jobId: '00000000-0000-7000-8000-000000000002' }),
+      finalAttempt(b, {
+        status: 'failed',
+        attempt: { route_id: null, route_name: 'gone', number: 3, response: '550 no', duration_ms: 7 },
+        recipients: [{ address: 'third@example.org', status: 'failed', response: '550 no' }],
+        event: { type: 'failed', detail: { reason: 'refused' } },
+      }),
+      finalAttempt(done, { status: 'failed' }),
+    ]);
+    assert.deepEqual(results, [true, false, true, false]);
+    const wa = await written(a);
+    assert.equal(wa.message.status, 'sent');
+    assert.ok(wa.message.sent_at instanceof Date);
+    assert.deepEqual(wa.recipients.map((r) => r.status), ['sent', 'failed', 'sent']);
+    assert.deepEqual(wa.events, ['accepted', 'sent']);
+    const wb = await written(b);
+    assert.equal(wb.message.status, 'failed');
+    assert.equal(wb.message.attempts, 3);
+    assert.equal(wb.message.sent_at, null);
+    assert.deepEqual(wb.recipients.map((r) => [r.status, r.response]), [['queued', null], ['queued', null], ['failed', '550 no']], "only b's own recipient");
+    assert.deepEqual(wb.attempts.map((x) => [x.number, x.outcome, x.route_id, x.route_name, x.duration_ms]), [[3, 'failed', null, 'gone', 7]]);
+    assert.deepEqual(wb.events, ['accepted', 'failed']);
+    assert.equal(await transactionsOf([a, b]), 1, 'a and b in one transaction');
+    assert.deepEqual(await written(stale), beforeStale, 'a stale job wrote nothing');
+    assert.deepEqual(await written(done), beforeDone, 'a final message is left as it was');
+  });
+
+  test('records that end together share a statement; each learns whether its own was written', async () => {
+    const finals = new FinalRecords(ctx.db);
+    const ids = await Promise.all(Array.from({ length: 30 }, () => queued()));
+    // A second record of the first message in the same burst goes in a later group: too late.
+    const results = await Promise.all([...ids.map((id) => finals.record(finalAttempt(id))), finals.record(finalAttempt(ids[0], { status: 'failed' }))]);
+    assert.deepEqual(results, [...ids.map(() => true), false]);
+    // The first is written at once, alone; the 29 that came meanwhile go together after it.
+    assert.equal(await transactionsOf(ids), 2);
+    for (const id of ids) {
+      const w = await written(id);
+      assert.equal(w.message.status, 'sent');
+      assert.equal(w.attempts.length, 1);
+      assert.deepEqual(w.events, ['accepted', 'sent']);
+    }
+  });
+
+  test('a record the database refuses fails alone: the others of its group are written', async () => {
+    const finals = new FinalRecords(ctx.db);
+    const ids = await Promise.all(Array.from({ length: 8 }, () => queued()));
+    // A route id that names no route breaks the attempts table's foreign key, and so the statement.
+    const bad = finalAttempt(ids[4], { attempt: { route_id: '00000000-0000-7000-8000-0000000000ff', route_name: 'x', number: 1, response: null, duration_ms: 1 } });
+    const results = await Promise.allSettled(ids.map((id, i) => finals.record(i === 4 ? bad : finalAttempt(id))));
+    assert.deepEqual(results.map((r) => r.status), ids.map((_, i) => (i === 4 ? 'rejected' : 'fulfilled')));
+    assert.match(String((results[4] as PromiseRejectedResult).reason), /foreign key/);
+    for (const [i, id] of ids.entries()) assert.equal((await written(id)).message.status, i === 4 ? 'queued' : 'sent');
   });
 });
