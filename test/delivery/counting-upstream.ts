@@ -27,6 +27,12 @@ export interface CountingUpstream {
   openBy(client: string): number;
   /** Messages read to the final dot whose sender was gone before the reply: not accepted. */
   dropped: number;
+  /**
+   * When this upstream last saw a connection of this client (EHLO name) close. A client killed
+   * mid-delivery may have written a whole message before it died that the upstream reads, and
+   * answers, only after: its acceptance is no later than this.
+   */
+  closedAt(client: string): number | undefined;
   close(): Promise<void>;
 }
 
@@ -41,6 +47,7 @@ export async function startCountingUpstream(options: { dataDelayMs?: number } = 
   const open = new Map<string, string>();
   /** Sessions whose connection closed. */
   const closed = new Set<string>();
+  const lastClosedAt = new Map<string, number>();
   let dropped = 0;
   const timers = new Set<NodeJS.Timeout>();
   const end = (id: string) => {
@@ -60,6 +67,7 @@ export async function startCountingUpstream(options: { dataDelayMs?: number } = 
     onClose(session) {
       connections.now--;
       closed.add(session.id);
+      if (session.hostNameAppearsAs) lastClosedAt.set(session.hostNameAppearsAs, Date.now());
       end(session.id);
     },
     onMailFrom(_address, session, callback) {
@@ -106,6 +114,7 @@ export async function startCountingUpstream(options: { dataDelayMs?: number } = 
     get dropped() {
       return dropped;
     },
+    closedAt: (client) => lastClosedAt.get(client),
     close: () =>
       new Promise<void>((resolve) => {
         for (const timer of timers) clearTimeout(timer);
