@@ -266,7 +266,7 @@ export async function loadManyForDelivery(db: Executor, ids: readonly string[], 
 
 /** A delivery attempt that ends the message: `sent` (some recipient delivered) or `failed`. */
 export interface FinalAttempt {
-  /** Recorded only while the message still waits on this job (see recordFinalAttempt). */
+  /** Recorded only while the message still waits on this job (see recordFinalAttempts). */
   jobId: string;
   message: EventRef;
   status: 'sent' | 'failed';
