@@ -8,7 +8,7 @@ import MailComposer from 'nodemailer/lib/mail-composer';
 import type MimeNode from 'nodemailer/lib/mime-node';
 import type Mail from 'nodemailer/lib/mailer';
 import type { SecretBox } from '../crypto.ts';
-import { churned } from '../gc.ts';
+import { churned, LARGE_MESSAGE_BYTES, released } from '../gc.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import { dkimSignature } from './dkim.ts';
 import { encodeHtmlBody, type EncodedBody } from './html-body.ts';
@@ -26,12 +26,15 @@ export interface Built {
   mime: Buffer[];
   size: number;
   messageIdHeader: string;
+  /** How it was written: at once (one part), spliced around nodemailer's placeholders, or by nodemailer's stream. */
+  written: 'at once' | 'spliced' | 'streamed';
 }
 
 export const PIECE_BYTES = 1024 * 1024;
 /** The slices an attachment is handed to nodemailer in (see slices). */
 const SLICE_BYTES = 64 * 1024;
 const CRLF = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
 
 const fmt = (a: Address) => ({ name: a.name, address: a.address });
 
@@ -138,6 +141,37 @@ function signingKey(box: SecretBox, sealed: string): KeyObject {
   return key;
 }
 
+const SEVEN_BIT = '\r\nContent-Transfer-Encoding: 7bit\r\n';
+
+/** Where a part nodemailer wrote as `placeholder` (7bit, its whole body) starts its encoding header and its body. */
+interface PlaceholderPart {
+  /** The CRLF before `Content-Transfer-Encoding: 7bit`. */
+  header: number;
+  /** The placeholder, the part's body. */
+  at: number;
+  placeholder: string;
+}
+
+/**
+ * The placeholder once, as the body of the part whose header block holds that 7bit: anything
+ * else (nodemailer writing the part some other way) is undefined.
+ */
+function placeholderPart(composed: Buffer, placeholder: string): PlaceholderPart | undefined {
+  const at = composed.indexOf(placeholder, 0, 'latin1');
+  const header = composed.lastIndexOf(SEVEN_BIT, at, 'latin1');
+  if (at < 0 || composed.indexOf(placeholder, at + 1, 'latin1') >= 0 || header < 0 || composed.indexOf('\r\n\r\n', header, 'latin1') !== at - 4) return undefined;
+  return { header, at, placeholder };
+}
+
+/** The part's header block, from the encoding header on, with `encoding` in place of 7bit. */
+const partHead = (composed: Buffer, { header, at }: PlaceholderPart, encoding: string): Buffer[] => [
+  Buffer.from(`\r\nContent-Transfer-Encoding: ${encoding}\r\n`, 'latin1'),
+  composed.subarray(header + SEVEN_BIT.length, at),
+];
+
+/** Alone, the HTML part ends the message with one line break: nodemailer adds it unless the body has it. */
+const endsWithBreak = (body: Buffer) => body.length >= 2 && body[body.length - 2] === 0x0d && body[body.length - 1] === 0x0a;
+
 /**
  * nodemailer composes the message around a placeholder, then the HTML part gets its body from
  * encodeHtmlBody (html-body.ts: same encoding choice, a fraction of the CPU). The placeholder
@@ -145,27 +179,81 @@ function signingKey(box: SecretBox, sealed: string): KeyObject {
  * write the part differently, the message is composed by nodemailer alone.
  */
 export function spliceHtmlBody(composed: Buffer, placeholder: string, { encoding, body }: EncodedBody, complete = true): Buffer | undefined {
-  const cte = '\r\nContent-Transfer-Encoding: 7bit\r\n';
-  const at = composed.indexOf(placeholder, 0, 'latin1');
-  const header = composed.lastIndexOf(cte, at, 'latin1');
-  // The placeholder once, as the body of the part whose header block holds that 7bit.
-  if (at < 0 || composed.indexOf(placeholder, at + 1, 'latin1') >= 0 || header < 0 || composed.indexOf('\r\n\r\n', header, 'latin1') !== at - 4) return undefined;
-  // Alone, the part ends the message with one line break: nodemailer adds it unless the body has
-  // it. (`composed` may be the start of the message only: then more follows the part.)
-  const rest = composed.subarray(at + placeholder.length);
-  const endsWithBreak = body.length >= 2 && body[body.length - 2] === 0x0d && body[body.length - 1] === 0x0a;
+  const part = placeholderPart(composed, placeholder);
+  if (!part) return undefined;
+  // (`composed` may be the start of the message only: then more follows the part.)
+  const rest = composed.subarray(part.at + placeholder.length);
   return Buffer.concat([
-    composed.subarray(0, header),
-    Buffer.from(`\r\nContent-Transfer-Encoding: ${encoding}\r\n`, 'latin1'),
-    composed.subarray(header + cte.length, at),
+    composed.subarray(0, part.header),
+    ...partHead(composed, part, encoding),
     body,
-    endsWithBreak && complete && rest.equals(CRLF) ? Buffer.alloc(0) : rest,
+    endsWithBreak(body) && complete && rest.equals(CRLF) ? Buffer.alloc(0) : rest,
   ]);
 }
 
+/** Input bytes of one block of base64Lines: whole lines of 57 bytes, encoded into a string short enough for V8's young generation. */
+const BASE64_BLOCK_BYTES = 57 * 1024;
+const BASE64_LINE = 76;
+const scratch = Buffer.allocUnsafe((BASE64_BLOCK_BYTES / 57) * BASE64_LINE);
+
 /**
- * The bytes as a stream of slices that holds them only until they are read: as nodemailer
- * encodes an attachment into the message, the decoded attachment can be let go.
+ * `bytes` in base64 as nodemailer writes an attachment: lines of 76 characters ending in CRLF,
+ * but the last, which the part's boundary line follows. A block at a time, Buffer to Buffer:
+ * the strings live only for their block, so a large attachment leaves no string to survive a
+ * scavenge (nodemailer's encoder keeps its current line as one, and V8 grows its young
+ * generation for what survives).
+ */
+function* base64Lines(bytes: Buffer): Generator<Buffer> {
+  for (let start = 0; start < bytes.length; start += BASE64_BLOCK_BYTES) {
+    const block = bytes.subarray(start, start + BASE64_BLOCK_BYTES);
+    const encoded = scratch.subarray(0, scratch.write(block.toString('base64'), 'latin1'));
+    const lines = Math.ceil(encoded.length / BASE64_LINE);
+    const last = start + BASE64_BLOCK_BYTES >= bytes.length;
+    const out = Buffer.allocUnsafe(encoded.length + 2 * (last ? lines - 1 : lines));
+    let o = 0;
+    for (let i = 0; i < encoded.length; i += BASE64_LINE) {
+      o += encoded.copy(out, o, i, Math.min(encoded.length, i + BASE64_LINE));
+      if (o < out.length) {
+        out[o++] = 0x0d;
+        out[o++] = 0x0a;
+      }
+    }
+    yield out;
+  }
+}
+
+/**
+ * A message growing into pieces of about PIECE_BYTES that end after a CRLF: what is added is
+ * joined and cut once there is a piece's worth (cutLines), so a large message is never one buffer.
+ */
+class PieceWriter {
+  readonly pieces: Buffer[] = [];
+  private pending: Buffer[] = [];
+  private bytes = 0;
+
+  add(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.pending.push(bytes);
+    this.bytes += bytes.length;
+    churned(bytes.length);
+    if (this.bytes < PIECE_BYTES) return;
+    const rest = cutLines(this.joined(), this.pieces);
+    this.pending = [rest];
+    this.bytes = rest.length;
+  }
+
+  end(): Buffer[] {
+    return cutAll(this.joined(), this.pieces);
+  }
+
+  private joined(): Buffer {
+    return this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.bytes);
+  }
+}
+
+/**
+ * The bytes as a stream of slices for nodemailer to encode (an attached message, or a message
+ * its placeholders failed for). Views, not copies: the bytes go only once the message is built.
  */
 function slices(bytes: Buffer): Readable {
   let rest: Buffer | undefined = bytes;
@@ -179,8 +267,12 @@ function slices(bytes: Buffer): Readable {
   });
 }
 
-/** The message as nodemailer's tree of MIME nodes, not yet written. */
-function compose(messageIdHeader: string, sub: Submission, html: string, contents: readonly Buffer[], date: Date): MimeNode {
+/**
+ * The message as nodemailer's tree of MIME nodes, not yet written. An attachment's content is its
+ * bytes, or a placeholder string that nodemailer writes as a 7bit body for its base64 to be
+ * spliced in (withAttachments).
+ */
+function compose(sub: Submission, html: string, contents: readonly (Buffer | string)[], { messageIdHeader, date, baseBoundary }: Frame): MimeNode {
   const from = sub.from![0];
   const composer = new MailComposer({
     from: fmt(from),
@@ -192,7 +284,7 @@ function compose(messageIdHeader: string, sub: Submission, html: string, content
     date,
     attachments: sub.attachments.map((a, i) => ({
       filename: a.filename ?? undefined,
-      content: slices(contents[i]),
+      ...(typeof contents[i] === 'string' ? { content: contents[i], contentTransferEncoding: '7bit' } : { content: slices(contents[i]) }),
       contentType: a.contentType,
       ...(a.contentId ? { cid: a.contentId } : {}),
       // A forwarded message goes out as an attachment, whatever the client said: an inline
@@ -203,12 +295,17 @@ function compose(messageIdHeader: string, sub: Submission, html: string, content
     // Keep the envelope out of the headers: recipients are the envelope's (Bcc stays hidden).
     disableFileAccess: true,
     disableUrlAccess: true,
-    // The random part of multipart boundaries. nodemailer's own is crypto.randomBytes per
-    // message, a call into OpenSSL that showed as 2% of the accept path's profile; randomUUID
-    // draws from Node's buffered entropy. 64 random bits, as nodemailer's.
-    baseBoundary: randomUUID().replaceAll('-', '').slice(0, 16),
+    baseBoundary,
   } as Mail.Options);
   return composer.compile();
+}
+
+/** What every composition of one message shares. */
+interface Frame {
+  messageIdHeader: string;
+  date: Date;
+  /** The random part of multipart boundaries. */
+  baseBoundary: string;
 }
 
 /**
@@ -273,65 +370,136 @@ interface HtmlSplice {
  * result is undefined and nothing more is read.
  */
 async function collect(composed: Readable, splice?: HtmlSplice): Promise<Buffer[] | undefined> {
-  const pieces: Buffer[] = [];
+  const out = new PieceWriter();
   let pending: Buffer[] = [];
   let bytes = 0;
-  let spliced = !splice;
-  let partIn = spliced;
-  const join = (complete: boolean): Buffer | undefined => {
-    const joined = pending.length === 1 ? pending[0] : Buffer.concat(pending, bytes);
-    if (spliced) return joined;
-    spliced = true;
-    return spliceHtmlBody(joined, splice!.placeholder, encodeHtmlBody(splice!.html), complete);
-  };
+  let partIn = false;
   for await (const chunk of composed as AsyncIterable<Buffer>) {
+    if (!splice) {
+      out.add(chunk);
+      continue;
+    }
+    // Held until the HTML part is in (nodemailer writes its body in one chunk; if it did not,
+    // the part is found in the whole message at the end), and a piece's worth is there.
     pending.push(chunk);
     bytes += chunk.length;
-    churned(chunk.length);
-    // Pieces are cut once there is a piece's worth, and the HTML part is in (nodemailer writes
-    // its body in one chunk; if it did not, the part is found in the whole message at the end).
-    partIn ||= chunk.includes(splice!.placeholder);
+    partIn ||= chunk.includes(splice.placeholder);
     if (bytes < PIECE_BYTES || !partIn) continue;
-    const joined = join(false);
-    if (!joined) {
+    const spliced = spliceHtmlBody(Buffer.concat(pending, bytes), splice.placeholder, encodeHtmlBody(splice.html), false);
+    if (!spliced) {
       composed.destroy();
       return undefined;
     }
-    const rest = cutLines(joined, pieces);
-    pending = [rest];
-    bytes = rest.length;
+    out.add(spliced);
+    splice = undefined;
+    pending = [];
   }
-  const joined = join(true);
-  return joined && cutAll(joined, pieces);
+  if (!splice) return out.end();
+  const spliced = spliceHtmlBody(Buffer.concat(pending, bytes), splice.placeholder, encodeHtmlBody(splice.html), true);
+  if (!spliced) return undefined;
+  out.add(spliced);
+  return out.end();
+}
+
+/**
+ * A message with attachments, none of them an attached message: nodemailer composes it with
+ * placeholders for the HTML body and every attachment's (a few kilobytes, however large the
+ * attachments), then each is spliced in, the attachments encoded a block at a time
+ * (base64Lines), each let go as soon as it is written: a large message holds its decoded
+ * attachments and the built message at once only one attachment at a time. Undefined, with
+ * nothing let go, when nodemailer wrote a placeholder's part some other way.
+ */
+async function withAttachments(root: MimeNode, splice: HtmlSplice, attachments: AttachmentSplice[], letGo: (i: number) => void): Promise<Buffer[] | undefined> {
+  const composed = await root.build();
+  const html = placeholderPart(composed, splice.placeholder);
+  const parts = attachments.map((a) => placeholderPart(composed, a.placeholder));
+  if (!html || !parts.every((p) => p !== undefined)) return undefined;
+  const out = new PieceWriter();
+  let from = 0;
+  for (const part of [html, ...parts].sort((a, b) => a.at - b.at)) {
+    out.add(composed.subarray(from, part.header));
+    from = part.at + part.placeholder.length;
+    if (part === html) {
+      const { encoding, body } = encodeHtmlBody(splice.html);
+      for (const b of partHead(composed, part, encoding)) out.add(b);
+      out.add(body);
+      continue;
+    }
+    const i = parts.indexOf(part);
+    for (const b of partHead(composed, part, 'base64')) out.add(b);
+    for (const lines of base64Lines(attachments[i].content)) out.add(lines);
+    letGo(i);
+  }
+  out.add(composed.subarray(from));
+  return out.end();
+}
+
+/** An attachment withAttachments splices in: its content and the placeholder nodemailer wrote for it. */
+interface AttachmentSplice {
+  content: Buffer;
+  placeholder: string;
 }
 
 const sizeOf = (pieces: readonly Buffer[]) => pieces.reduce((sum, p) => sum + p.length, 0);
 
-/** For tests: the Date to write, and whether to take nodemailer's stream even for one part. */
+/** For tests: the Date and boundaries to write, and whether to take nodemailer's stream even for one part. */
 export interface BuildOptions {
   date?: Date;
+  baseBoundary?: string;
   streamed?: boolean;
 }
 
+/**
+ * The final message. Takes the submission's attachments: once it returns, `sub.attachments` is
+ * empty (their bytes are in the message; a large message's are let go as they are written).
+ */
 export async function buildMime(box: SecretBox, hostname: string, id: string, sub: Submission, options: BuildOptions = {}): Promise<Built> {
   const messageIdHeader = `<${id}@${hostname}>`;
   const html = crlf(sub.html ?? '');
   const placeholder = `txrelay-html-${randomUUID()}`;
   const contents = sub.attachments.map(attachmentContent);
-  const date = options.date ?? new Date();
+  const frame = {
+    messageIdHeader,
+    date: options.date ?? new Date(),
+    // nodemailer's own is crypto.randomBytes per message, a call into OpenSSL that showed as 2%
+    // of the accept path's profile; randomUUID draws from Node's buffered entropy. 64 random
+    // bits, as nodemailer's.
+    baseBoundary: options.baseBoundary ?? randomUUID().replaceAll('-', '').slice(0, 16),
+  };
   const splice = { placeholder, html };
-  const root = compose(messageIdHeader, sub, placeholder, contents, date);
-  const written = options.streamed ? undefined : writtenAtOnce(root, splice);
-  const unsigned =
-    written?.pieces ??
-    (await collect(root.createReadStream(), splice)) ??
-    (await collect(compose(messageIdHeader, sub, html, contents, date).createReadStream()))!;
+  const large = contents.reduce((sum, c) => sum + c.length, html.length) > LARGE_MESSAGE_BYTES;
+  const letGo = (i: number) => {
+    const bytes = contents[i].length;
+    contents[i] = EMPTY;
+    sub.attachments[i] = { ...sub.attachments[i], content: EMPTY };
+    if (large) released(bytes);
+  };
+  let unsigned: Buffer[] | undefined;
+  let written: Built['written'] = 'streamed';
+  let bodyLinesAsIs = false;
+  if (!options.streamed && contents.length === 0) {
+    const atOnce = writtenAtOnce(compose(sub, placeholder, contents, frame), splice);
+    unsigned = atOnce?.pieces;
+    bodyLinesAsIs = atOnce?.bodyLinesAsIs ?? false;
+    if (unsigned) written = 'at once';
+  } else if (!options.streamed && !sub.attachments.some((a) => a.contentType.startsWith('message/'))) {
+    // Attached messages travel unencoded (attachmentContent), as nodemailer writes them.
+    const spliced = sub.attachments.map((_, i) => ({ content: contents[i], placeholder: `txrelay-attachment-${i}-${randomUUID()}` }));
+    const root = compose(sub, placeholder, spliced.map((a) => a.placeholder), frame);
+    unsigned = await withAttachments(root, splice, spliced, letGo);
+    if (unsigned) written = 'spliced';
+  }
+  unsigned ??=
+    (await collect(compose(sub, placeholder, contents, frame).createReadStream(), splice)) ??
+    (await collect(compose(sub, html, contents, frame).createReadStream()))!;
+  for (let i = 0; i < contents.length; i++) if (contents[i] !== EMPTY) letGo(i);
+  sub.attachments = [];
   assertLineLengths(unsigned);
   const domain = sub.testMode ? undefined : sub.senderDomain;
-  if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, size: sizeOf(unsigned), messageIdHeader };
+  if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, size: sizeOf(unsigned), messageIdHeader, written };
   const dkimKey = { domain: domain.name, selector: domain.dkim_selector, key: signingKey(box, domain.dkim_private_key_enc) };
-  const signature = await dkimSignature(unsigned, dkimKey, written?.bodyLinesAsIs);
+  const signature = await dkimSignature(unsigned, dkimKey, bodyLinesAsIs);
   sub.verdicts.push({ rule: 'dkim', action: 'signed', detail: `d=${domain.name}; s=${domain.dkim_selector}` });
   const mime = [signature, ...unsigned];
-  return { mime, size: sizeOf(mime), messageIdHeader };
+  return { mime, size: sizeOf(mime), messageIdHeader, written };
 }

@@ -2,7 +2,6 @@
 // the Submission and returns it or throws an SmtpError (STYLE: stages with one signature).
 import type { Context } from '../context.ts';
 import { uuidv7 } from '../crypto.ts';
-import { LARGE_MESSAGE_BYTES, released } from '../gc.ts';
 import { applyHeaders } from './apply-headers.ts';
 import { authenticate } from './authenticate.ts';
 import { buildMime } from './build.ts';
@@ -45,10 +44,8 @@ export function createPipeline(ctx: Context, renderer?: Renderer) {
   async function store(sub: Submission): Promise<Accepted> {
     const id = sub.id ?? uuidv7();
     const attachments = sub.attachments.map((a) => ({ filename: a.filename, content_type: a.contentType, size: a.content.length }));
+    // Takes the decoded attachments: they are in the built message, and let go before it is stored.
     const built = await buildMime(ctx.box, ctx.config.hostname, id, sub);
-    // The decoded attachments are in the built message now: let them go before it is stored.
-    sub.attachments = [];
-    if (built.size > LARGE_MESSAGE_BYTES) released(attachments.reduce((sum, a) => sum + a.size, 0));
     const principal = sub.principal!;
     const routeName = sub.route?.name ?? sub.routeRef ?? 'capture';
     const committed = await commit({

@@ -8,7 +8,7 @@ import { simpleParser } from 'mailparser';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import { buildMime, spliceHtmlBody } from '../../src/pipeline/build.ts';
 import { encodeHtmlBody, quotedPrintable } from '../../src/pipeline/html-body.ts';
-import { newSubmission } from '../../src/pipeline/submission.ts';
+import { newSubmission, type Attachment } from '../../src/pipeline/submission.ts';
 import { SecretBox } from '../../src/crypto.ts';
 
 /** RFC 2045 §6.7 decoding, written out here so the test does not trust the code under test. */
@@ -150,6 +150,58 @@ describe('buildMime with the HTML body spliced in', () => {
       assert.equal(Buffer.concat(atOnce.mime).toString('latin1'), Buffer.concat(streamed.mime).toString('latin1'), JSON.stringify(v));
       assert.equal(atOnce.size, streamed.size);
     }
+  });
+
+  test('a message with attachments, spliced around placeholders, is byte for byte what nodemailer\'s stream writes', async () => {
+    const date = new Date('2026-11-21T10:00:00Z');
+    const bytes = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7919 + n) % 256));
+    const block = 57 * 1024;
+    const variants: { html: string; attachments: Attachment[] }[] = [
+      // Sizes around base64's groups of 3, its lines of 57 bytes, and the encoder's blocks.
+      ...[0, 1, 2, 3, 56, 57, 58, 114, block - 1, block, block + 1, 3 * block + 5].map((n) => ({
+        html: '<p>x</p>',
+        attachments: [{ filename: `f${n}.bin`, contentType: 'application/octet-stream', content: bytes(n) }],
+      })),
+      {
+        html: `<p>${'é'.repeat(300)}</p>\r\n`,
+        attachments: [
+          { filename: 'Rechnung März.pdf', contentType: 'application/pdf', content: bytes(5000) },
+          { filename: 'rows.csv', contentType: 'text/csv', content: Buffer.from('a,b\r\n1,2\r\n') },
+          { filename: null, contentType: 'application/pdf', content: bytes(10) },
+        ],
+      },
+      // Related (a content id): the HTML part and the attachment go in a multipart/related.
+      { html: '<p><a href="cid:doc">doc</a></p>', attachments: [{ filename: 'd.pdf', contentType: 'application/pdf', content: bytes(300), contentId: 'doc', inline: true }] },
+      // Over a piece (PIECE_BYTES): the message comes in several pieces of whole lines.
+      { html: '', attachments: [{ filename: 'big.bin', contentType: 'application/octet-stream', content: bytes(1_500_000) }, { filename: 'b.txt', contentType: 'text/plain', content: bytes(70) }] },
+    ];
+    for (const [i, v] of variants.entries()) {
+      const sub = () => {
+        const s = submission(v.html);
+        s.attachments = v.attachments.map((a) => ({ ...a }));
+        return s;
+      };
+      const spliced = sub();
+      const built = await buildMime(box, 'relay.test', `att-${i}`, spliced, { date, baseBoundary: '0123456789abcdef' });
+      const streamed = await buildMime(box, 'relay.test', `att-${i}`, sub(), { date, baseBoundary: '0123456789abcdef', streamed: true });
+      const label = JSON.stringify({ i, sizes: v.attachments.map((a) => a.content.length) });
+      assert.equal(built.written, 'spliced', label);
+      assert.equal(streamed.written, 'streamed', label);
+      assert.equal(Buffer.concat(built.mime).toString('latin1'), Buffer.concat(streamed.mime).toString('latin1'), label);
+      assert.equal(built.size, streamed.size);
+      assert.deepEqual(spliced.attachments, [], 'buildMime took the attachments');
+      for (const piece of built.mime.slice(0, -1)) assert.equal(piece.subarray(-2).toString(), '\r\n', 'every piece but the last ends a line');
+      if (built.size > 1_500_000) assert.ok(built.mime.length > 1, 'a large message in pieces');
+      const parsed = await simpleParser(Buffer.concat(built.mime));
+      assert.deepEqual(
+        parsed.attachments.map((a) => a.content.toString('hex')),
+        v.attachments.map((a) => a.content.toString('hex')),
+      );
+    }
+    // An attached message travels unencoded, written by nodemailer.
+    const forwarded = submission('<p>fwd</p>');
+    forwarded.attachments = [{ filename: 'm.eml', contentType: 'message/rfc822', content: Buffer.from('Subject: hi\r\n\r\nbody\r\n') }];
+    assert.equal((await buildMime(box, 'relay.test', 'fwd', forwarded, { date })).written, 'streamed');
   });
 
   test('each multipart message gets boundaries of its own (64 random bits, as nodemailer draws them)', async () => {
