@@ -11,7 +11,6 @@ import { openConfiguredDatabase } from './db/configured.ts';
 import { migrateToLatest } from './db/migrate.ts';
 import { startDelivery } from './delivery/worker.ts';
 import { startRollUp } from './events/rollup.ts';
-import { compacted } from './gc.ts';
 import { TrackingTokens } from './events/tracking-tokens.ts';
 import { startDomainRechecks, systemTxtResolver, type TxtResolver } from './services/domain-verification.service.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -121,8 +120,6 @@ export async function startApp(config: Config, options: StartOptions = {}): Prom
     // Verified domains' DNS records re-checked daily; claims keep processes off each other's domains.
     const rechecks = roles.has('worker') ? startDomainRechecks({ db: ctx.db, log, spfInclude: config.spfInclude }, resolveTxt) : undefined;
 
-    // Starting up grew V8's young generation to its largest: give back what idling does not need.
-    compacted();
     let stopping: Promise<void> | undefined;
     return {
       ctx,
