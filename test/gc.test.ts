@@ -2,11 +2,11 @@
 // do run (V8 lets the process expose its collector at run time). A full collection shows in a
 // WeakRef it clears; a young-generation one, which leaves WeakRefs alone, in perf_hooks' gc entries.
 import assert from 'node:assert/strict';
-import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { constants, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import v8 from 'node:v8';
-import { canCollect, CHURN_BYTES, churned, compacted, released, RELEASED_BYTES } from '../src/gc.ts';
+import { canCollect, CHURN_BYTES, churned, COMPACT_ABOVE_BYTES, COMPACT_EVERY_MS, compacted, released, RELEASED_BYTES } from '../src/gc.ts';
 
 test('this runtime lets the collector be asked for', () => {
   assert.equal(canCollect, true);
@@ -38,17 +38,27 @@ test('churned: a young-generation collection every CHURN_BYTES', async () => {
   }
 });
 
-test('compacted: the young generation shrinks to its least (it had grown under a burst of allocation)', () => {
+test('compacted: a grown young generation shrinks to its least; not when small, nor twice within COMPACT_EVERY_MS', () => {
   const newSpace = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!.space_size;
   // Objects that survive a scavenge or two, as a startup's do: V8 grows the young generation for them.
-  let kept: object[] = [];
-  for (let i = 0; i < 2_000_000 && newSpace() < 8 * 1024 * 1024; i++) {
-    kept.push({ i, s: `x${i}` });
-    if (kept.length > 200_000) kept = [];
-  }
-  kept = [];
-  const grown = newSpace();
-  assert.ok(grown >= 8 * 1024 * 1024, `grown to ${grown}`);
-  compacted();
-  assert.ok(newSpace() < grown / 2, `${grown} → ${newSpace()}`);
+  const grow = () => {
+    let kept: object[] = [];
+    for (let i = 0; i < 20_000_000 && newSpace() <= COMPACT_ABOVE_BYTES; i++) {
+      kept.push({ i, s: `x${i}` });
+      if (kept.length > 400_000) kept = [];
+    }
+    return newSpace();
+  };
+  const start = performance.now();
+  const grown = grow();
+  assert.ok(grown > COMPACT_ABOVE_BYTES, `grown to ${grown}`);
+  assert.equal(compacted(start), true);
+  const least = newSpace();
+  assert.ok(least < grown / 2, `${grown} → ${least}`);
+  // Small now: nothing to give back, even once the interval has passed.
+  assert.equal(compacted(start + COMPACT_EVERY_MS), false);
+  // Grown again, but within the interval.
+  grow();
+  assert.equal(compacted(start + COMPACT_EVERY_MS - 1), false);
+  assert.equal(compacted(start + COMPACT_EVERY_MS), true);
 });
