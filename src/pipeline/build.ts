@@ -374,6 +374,8 @@ async function collect(composed: Readable, splice?: HtmlSplice): Promise<Buffer[
   let pending: Buffer[] = [];
   let bytes = 0;
   let partIn = false;
+  const splicePending = ({ placeholder, html }: HtmlSplice, complete: boolean) =>
+    spliceHtmlBody(Buffer.concat(pending, bytes), placeholder, encodeHtmlBody(html), complete);
   for await (const chunk of composed as AsyncIterable<Buffer>) {
     if (!splice) {
       out.add(chunk);
@@ -385,7 +387,7 @@ async function collect(composed: Readable, splice?: HtmlSplice): Promise<Buffer[
     bytes += chunk.length;
     partIn ||= chunk.includes(splice.placeholder);
     if (bytes < PIECE_BYTES || !partIn) continue;
-    const spliced = spliceHtmlBody(Buffer.concat(pending, bytes), splice.placeholder, encodeHtmlBody(splice.html), false);
+    const spliced = splicePending(splice, false);
     if (!spliced) {
       composed.destroy();
       return undefined;
@@ -394,10 +396,11 @@ async function collect(composed: Readable, splice?: HtmlSplice): Promise<Buffer[
     splice = undefined;
     pending = [];
   }
-  if (!splice) return out.end();
-  const spliced = spliceHtmlBody(Buffer.concat(pending, bytes), splice.placeholder, encodeHtmlBody(splice.html), true);
-  if (!spliced) return undefined;
-  out.add(spliced);
+  if (splice) {
+    const spliced = splicePending(splice, true);
+    if (!spliced) return undefined;
+    out.add(spliced);
+  }
   return out.end();
 }
 
@@ -409,10 +412,16 @@ async function collect(composed: Readable, splice?: HtmlSplice): Promise<Buffer[
  * attachments and the built message at once only one attachment at a time. Undefined, with
  * nothing let go, when nodemailer wrote a placeholder's part some other way.
  */
-async function withAttachments(root: MimeNode, splice: HtmlSplice, attachments: AttachmentSplice[], letGo: (i: number) => void): Promise<Buffer[] | undefined> {
+async function withAttachments(
+  root: MimeNode,
+  splice: HtmlSplice,
+  placeholders: readonly string[],
+  contents: readonly Buffer[],
+  letGo: (i: number) => void,
+): Promise<Buffer[] | undefined> {
   const composed = await root.build();
   const html = placeholderPart(composed, splice.placeholder);
-  const parts = attachments.map((a) => placeholderPart(composed, a.placeholder));
+  const parts = placeholders.map((p) => placeholderPart(composed, p));
   if (!html || !parts.every((p) => p !== undefined)) return undefined;
   const out = new PieceWriter();
   let from = 0;
@@ -427,17 +436,11 @@ async function withAttachments(root: MimeNode, splice: HtmlSplice, attachments: 
     }
     const i = parts.indexOf(part);
     for (const b of partHead(composed, part, 'base64')) out.add(b);
-    for (const lines of base64Lines(attachments[i].content)) out.add(lines);
+    for (const lines of base64Lines(contents[i])) out.add(lines);
     letGo(i);
   }
   out.add(composed.subarray(from));
   return out.end();
-}
-
-/** An attachment withAttachments splices in: its content and the placeholder nodemailer wrote for it. */
-interface AttachmentSplice {
-  content: Buffer;
-  placeholder: string;
 }
 
 const sizeOf = (pieces: readonly Buffer[]) => pieces.reduce((sum, p) => sum + p.length, 0);
@@ -458,6 +461,8 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
   const html = crlf(sub.html ?? '');
   const placeholder = `txrelay-html-${randomUUID()}`;
   const contents = sub.attachments.map(attachmentContent);
+  // From here on only `contents` holds the attachments' bytes, each until it is written.
+  sub.attachments = sub.attachments.map((a) => ({ ...a, content: EMPTY }));
   const frame = {
     messageIdHeader,
     date: options.date ?? new Date(),
@@ -471,7 +476,6 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
   const letGo = (i: number) => {
     const bytes = contents[i].length;
     contents[i] = EMPTY;
-    sub.attachments[i] = { ...sub.attachments[i], content: EMPTY };
     if (large) released(bytes);
   };
   let unsigned: Buffer[] | undefined;
@@ -484,9 +488,8 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
     if (unsigned) written = 'at once';
   } else if (!options.streamed && !sub.attachments.some((a) => a.contentType.startsWith('message/'))) {
     // Attached messages travel unencoded (attachmentContent), as nodemailer writes them.
-    const spliced = sub.attachments.map((_, i) => ({ content: contents[i], placeholder: `txrelay-attachment-${i}-${randomUUID()}` }));
-    const root = compose(sub, placeholder, spliced.map((a) => a.placeholder), frame);
-    unsigned = await withAttachments(root, splice, spliced, letGo);
+    const placeholders = contents.map((_, i) => `txrelay-attachment-${i}-${randomUUID()}`);
+    unsigned = await withAttachments(compose(sub, placeholder, placeholders, frame), splice, placeholders, contents, letGo);
     if (unsigned) written = 'spliced';
   }
   unsigned ??=
