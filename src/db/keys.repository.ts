@@ -1,16 +1,20 @@
 import { executePrepared, type Executor } from './database.ts';
 import type { ApiKey, KeyMode, KeyScope, Tenant } from './schema.ts';
+import { sendingConfigChanged } from './sending-cache.ts';
 
 export async function insertKey(
   db: Executor,
   tenantId: string,
   key: { prefix: string; hash: Buffer; scope: KeyScope; mode: KeyMode },
 ): Promise<ApiKey> {
-  return await db
+  const row = await db
     .insertInto('api_keys')
     .values({ tenant_id: tenantId, ...key })
     .returningAll()
     .executeTakeFirstOrThrow();
+  // After the write: a lookup that ran meanwhile must not keep the state before it.
+  sendingConfigChanged();
+  return row;
 }
 
 export interface KeyWithTenant {
@@ -61,7 +65,7 @@ export async function listKeys(db: Executor, tenantId: string): Promise<ApiKey[]
 }
 
 export async function revokeKey(db: Executor, tenantId: string, keyId: string): Promise<ApiKey | undefined> {
-  return await db
+  const row = await db
     .updateTable('api_keys')
     .set({ revoked_at: new Date() })
     .where('tenant_id', '=', tenantId)
@@ -69,4 +73,7 @@ export async function revokeKey(db: Executor, tenantId: string, keyId: string): 
     .where('revoked_at', 'is', null)
     .returningAll()
     .executeTakeFirst();
+  // After the write: the cached key (pipeline/authenticate.ts) is dropped; this process refuses it at once.
+  sendingConfigChanged();
+  return row;
 }

@@ -1,5 +1,6 @@
 // What the pipeline reads on every message and an admin changes rarely: a tenant's verified
-// domains and routes. Each message used to read them afresh, two queries that cost as much
+// domains and routes, and API keys with their tenants (read on every SMTP AUTH and API request).
+// Each message used to read them afresh, queries that cost as much
 // (relay and database CPU together) as the whole group-committed write. They are kept here for
 // SENDING_CACHE_TTL_MS. A change made in this process (the API, the CLI's own process) empties
 // the cache at once (the repositories call sendingConfigChanged); one made by
@@ -11,7 +12,7 @@ const MAX_ENTRIES = 10_000;
 
 let generation = 0;
 
-/** Called by every write to routes or domains: this process's cached reads are dropped. */
+/** Called by every write to routes, domains, keys or tenants: this process's cached reads are dropped. */
 export function sendingConfigChanged(): void {
   generation++;
 }

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Executor } from './database.ts';
 import type { Tenant, TenantStatus } from './schema.ts';
+import { sendingConfigChanged } from './sending-cache.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const isUuid = (value: string): boolean => UUID.test(value);
@@ -31,11 +32,15 @@ export async function listTenants(db: Executor, options: { limit: number; after?
 
 export async function updateTenant(db: Executor, tenantId: string, patch: Partial<TenantInput>): Promise<Tenant | undefined> {
   if (Object.keys(patch).length === 0) return await findTenant(db, tenantId);
-  return await db.updateTable('tenants').set(patch).where('id', '=', tenantId).returningAll().executeTakeFirst();
+  const row = await db.updateTable('tenants').set(patch).where('id', '=', tenantId).returningAll().executeTakeFirst();
+  // After the write: keys are cached with their tenant (status, rate limit, tracking defaults).
+  sendingConfigChanged();
+  return row;
 }
 
 export async function deleteTenant(db: Executor, tenantId: string): Promise<boolean> {
   const r = await db.deleteFrom('tenants').where('id', '=', tenantId).executeTakeFirst();
+  sendingConfigChanged();
   return r.numDeletedRows > 0n;
 }
 

@@ -3,6 +3,7 @@
 import { API_KEY_PATTERN, hashApiKey } from '../crypto.ts';
 import type { Executor } from '../db/database.ts';
 import { findKeyByHash, touchKey } from '../db/keys.repository.ts';
+import { SendingCache } from '../db/sending-cache.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import { header, type Principal, type Submission } from './submission.ts';
 
@@ -11,14 +12,29 @@ const KEY_TOUCH_INTERVAL_MS = 60_000;
 export const invalidKey = (): SmtpError =>
   new SmtpError(535, '5.7.8', 'Authentication credentials invalid', 'invalid_key');
 
+/**
+ * Keys with their tenants, by hash, as the sending cache keeps routes and domains: a client that
+ * opens a connection per message (cron jobs, PHP's mail()) authenticates on every one, and the
+ * lookup was a round trip to PostgreSQL each time. A revocation, a new key or a tenant's change
+ * made in this process empties it at once (the repositories call sendingConfigChanged after
+ * their write); one made by another process is seen within SENDING_CACHE_TTL_MS (2 s). An SMTP
+ * session keeps the principal it authenticated with for its whole life anyway.
+ */
+const keys = new SendingCache<Principal | undefined>();
+
 /** Looks a key up by its hash; undefined for malformed, unknown or revoked keys alike. */
 export async function lookupKey(db: Executor, key: string): Promise<Principal | undefined> {
   if (!API_KEY_PATTERN.test(key)) return undefined;
-  const found = await findKeyByHash(db, hashApiKey(key));
-  // Informational, at most once a minute (as touchKey's own condition): the row read here says
-  // whether it is due, which saves a round trip on almost every message. Never blocks a send.
+  const hash = hashApiKey(key);
+  const found = await keys.get(hash.toString('base64'), () => findKeyByHash(db, hash));
+  // Informational, at most once a minute (as touchKey's own condition): the row read says
+  // whether it is due, and the cached row is marked at once, so neither a message nor a cache
+  // hit costs a round trip for it. Never blocks a send.
   const lastUsed = found?.key.last_used_at;
-  if (found && (!lastUsed || lastUsed.getTime() < Date.now() - KEY_TOUCH_INTERVAL_MS)) touchKey(db, found.key.id).catch(() => {});
+  if (found && (!lastUsed || lastUsed.getTime() < Date.now() - KEY_TOUCH_INTERVAL_MS)) {
+    found.key.last_used_at = new Date();
+    touchKey(db, found.key.id).catch(() => {});
+  }
   return found;
 }
 
