@@ -34,7 +34,8 @@
 // ("10,50"), BENCH_LARGE_CONCS ("50"), BENCH_SYSTEMS ("txrelay,postfix,smtp-server,pg-commit";
 // "txrelay" means its three figures, which can also be named one by one). BENCH_PROFILE_DIR (a
 // CPU profile of each relay child) and BENCH_RELAY_NODE_OPTIONS (Node options for the relay
-// children alone): see bench/harness.ts.
+// children alone): see bench/harness.ts. BENCH_E2E_SPLIT=1: txrelay's end-to-end figures with
+// delivery in a second relay process (TXRELAY_ROLES=worker) rather than in the accepting one.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -198,21 +199,30 @@ async function txrelayAccept(b: Bench): Promise<System> {
 }
 
 async function txrelayE2e(b: Bench): Promise<System> {
-  const env = relayEnv(b, await createDatabase(b.pgUrl, 'bench_e2e'), 'smtp,worker');
+  const url = await createDatabase(b.pgUrl, 'bench_e2e');
+  // BENCH_E2E_SPLIT=1: delivery in a second process (TXRELAY_ROLES=worker), as a deployment
+  // with more cores would run it, instead of both roles in one.
+  const split = process.env.BENCH_E2E_SPLIT === '1';
+  const env = relayEnv(b, url, split ? 'smtp' : 'smtp,worker');
   const { key } = await setupTenant(env, b.sink.port);
   return {
     name: 'txrelay-e2e',
     runOnce: (run) =>
       withRelay(env, b.smtpPort, async () => {
-        // A fresh process: a small batch through to the sink warms up the workers; not counted.
-        const base = await b.sink.count();
-        const warm = await runLoad({ ...loadOptions(b.smtpPort, key, { sizeKb: SIZES_KB[0], conc: 4, reuse: true }, 10), maxMessages: 200 });
-        await b.sink.waitFor(base + warm.accepted, DRAIN_TIMEOUT_MS);
-        for (const cell of CELLS) {
-          cleanup.check();
-          const countKey = `txrelay-e2e ${cell.sizeKb}`;
-          if (!b.figures.counts.has(countKey)) b.figures.counts.set(countKey, await pilotCount(b, 'txrelay e2e', b.smtpPort, key, cell.sizeKb));
-          await endToEnd(b, { name: 'txrelay-e2e', label: 'txrelay e2e', run, port: b.smtpPort, key, cell, count: b.figures.counts.get(countKey)! });
+        const worker = split ? RelayProcess.spawn(relayEnv(b, url, 'worker')) : undefined;
+        try {
+          // A fresh process: a small batch through to the sink warms up the workers; not counted.
+          const base = await b.sink.count();
+          const warm = await runLoad({ ...loadOptions(b.smtpPort, key, { sizeKb: SIZES_KB[0], conc: 4, reuse: true }, 10), maxMessages: 200 });
+          await b.sink.waitFor(base + warm.accepted, DRAIN_TIMEOUT_MS);
+          for (const cell of CELLS) {
+            cleanup.check();
+            const countKey = `txrelay-e2e ${cell.sizeKb}`;
+            if (!b.figures.counts.has(countKey)) b.figures.counts.set(countKey, await pilotCount(b, 'txrelay e2e', b.smtpPort, key, cell.sizeKb));
+            await endToEnd(b, { name: 'txrelay-e2e', label: 'txrelay e2e', run, port: b.smtpPort, key, cell, count: b.figures.counts.get(countKey)! });
+          }
+        } finally {
+          await worker?.stop();
         }
       }),
   };

@@ -3,6 +3,7 @@
 import nodemailer, { type NodemailerError, type SMTPSentMessageInfo, type SMTPTransportOptions, type Transporter } from 'nodemailer';
 import type { z } from 'zod';
 import { parseReply } from '../classify.ts';
+import { applyDataStreamPatch } from './data-stream.ts';
 import type { TRANSPORT_CONFIG } from '../../services/routes.service.ts';
 import { DeliveryError, type DeliveryRequest, type DeliveryResult, type DeliveryTransport, type RecipientResult } from './transport.ts';
 
@@ -97,6 +98,7 @@ export class SmtpTransport implements DeliveryTransport {
   readonly #mailer: Transporter<SMTPSentMessageInfo>;
 
   constructor(options: SmtpTransportOptions) {
+    applyDataStreamPatch();
     const base = nodemailerOptions(options);
     const pool = options.config.pool;
     this.#mailer =
