@@ -71,11 +71,20 @@ export function quotedPrintable(bytes: Buffer): { body: Buffer; relaxedAsIs: boo
   for (let i = 0; i < n; i++) {
     const b = bytes[i];
     const kind = KIND[b];
-    // Most bytes: plain, far enough from the line's end that no soft break can be due.
-    if (kind === PLAIN && column < MAX_QP_LINE - 1) {
-      out[o++] = b;
-      column++;
-      continue;
+    // Most bytes: plain, far enough from the line's end that no soft break can be due; and a
+    // space with more of its line after it, which is written as it is too (rule 3).
+    if (column < MAX_QP_LINE - 1) {
+      if (kind === PLAIN) {
+        out[o++] = b;
+        column++;
+        continue;
+      }
+      if (b === SP && i + 1 < n && bytes[i + 1] !== CR) {
+        if (out[o - 1] === SP || out[o - 1] === TAB) relaxedAsIs = false;
+        out[o++] = b;
+        column++;
+        continue;
+      }
     }
     if (b === CR && bytes[i + 1] === LF) {
       out[o++] = CR;
