@@ -11,6 +11,7 @@ import type { SecretBox } from '../crypto.ts';
 import { churned, LARGE_MESSAGE_BYTES, released } from '../gc.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import { dkimSignature } from './dkim.ts';
+import { plainHeaderBlock } from './header-block.ts';
 import { encodeHtmlBody, type EncodedBody } from './html-body.ts';
 import type { Address, Attachment, Submission } from './submission.ts';
 
@@ -28,6 +29,8 @@ export interface Built {
   messageIdHeader: string;
   /** How it was written: at once (one part), spliced around nodemailer's placeholders, or by nodemailer's stream. */
   written: 'at once' | 'spliced' | 'streamed';
+  /** Who wrote the header block: plainHeaderBlock (header-block.ts) or nodemailer. */
+  headers: 'plain' | 'nodemailer';
 }
 
 export const PIECE_BYTES = 1024 * 1024;
@@ -309,15 +312,14 @@ interface Frame {
 }
 
 /**
- * A message of one part (no attachments, the usual transactional message) written at once:
- * nodemailer's header block, then the body as its stream would write it (a 7bit placeholder, and
- * the line break it ends every message with), the HTML spliced in. Without the stream's pipeline
- * of transforms and turns of the event loop, which cost more than the rest of the build.
- * Undefined for a message of several parts.
+ * A message of one part (no attachments, the usual transactional message) written at once: its
+ * header block (plainHeaderBlock's, or nodemailer's), then the body as nodemailer's stream would
+ * write it (a 7bit placeholder, and the line break it ends every message with), the HTML spliced
+ * in. Without the stream's pipeline of transforms and turns of the event loop, which cost more
+ * than the rest of the build.
  */
-function writtenAtOnce(root: MimeNode, splice: HtmlSplice): Unsigned | undefined {
-  if (root.multipart || root.childNodes.length > 0) return undefined;
-  const composed = Buffer.from(`${root.buildHeaders()}\r\n\r\n${splice.placeholder}\r\n`);
+function writtenAtOnce(headers: string, splice: HtmlSplice): Unsigned | undefined {
+  const composed = Buffer.from(`${headers}\r\n\r\n${splice.placeholder}\r\n`);
   const body = encodeHtmlBody(splice.html);
   const spliced = spliceHtmlBody(composed, splice.placeholder, body);
   if (!spliced) return undefined;
@@ -445,11 +447,15 @@ async function withAttachments(
 
 const sizeOf = (pieces: readonly Buffer[]) => pieces.reduce((sum, p) => sum + p.length, 0);
 
-/** For tests: the Date and boundaries to write, and whether to take nodemailer's stream even for one part. */
+/**
+ * For tests: the Date and boundaries to write, whether to take nodemailer's stream even for one
+ * part, and whether nodemailer writes the header block even when plainHeaderBlock could.
+ */
 export interface BuildOptions {
   date?: Date;
   baseBoundary?: string;
   streamed?: boolean;
+  nodemailerHeaders?: boolean;
 }
 
 /**
@@ -481,8 +487,14 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
   let unsigned: Buffer[] | undefined;
   let written: Built['written'] = 'streamed';
   let bodyLinesAsIs = false;
+  let headers: Built['headers'] = 'nodemailer';
   if (!options.streamed && contents.length === 0) {
-    const atOnce = writtenAtOnce(compose(sub, placeholder, contents, frame), splice);
+    const plain = options.nodemailerHeaders ? undefined : plainHeaderBlock(sub, frame);
+    if (plain !== undefined) headers = 'plain';
+    const root = plain === undefined ? compose(sub, placeholder, contents, frame) : undefined;
+    const block = plain ?? (root && !root.multipart && root.childNodes.length === 0 ? root.buildHeaders() : undefined);
+    const atOnce = block === undefined ? undefined : writtenAtOnce(block, splice);
+    if (!atOnce) headers = 'nodemailer';
     unsigned = atOnce?.pieces;
     bodyLinesAsIs = atOnce?.bodyLinesAsIs ?? false;
     if (unsigned) written = 'at once';
@@ -499,10 +511,10 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
   sub.attachments = [];
   assertLineLengths(unsigned);
   const domain = sub.testMode ? undefined : sub.senderDomain;
-  if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, size: sizeOf(unsigned), messageIdHeader, written };
+  if (!domain?.dkim_private_key_enc || !domain.dkim_selector) return { mime: unsigned, size: sizeOf(unsigned), messageIdHeader, written, headers };
   const dkimKey = { domain: domain.name, selector: domain.dkim_selector, key: signingKey(box, domain.dkim_private_key_enc) };
   const signature = await dkimSignature(unsigned, dkimKey, bodyLinesAsIs);
   sub.verdicts.push({ rule: 'dkim', action: 'signed', detail: `d=${domain.name}; s=${domain.dkim_selector}` });
   const mime = [signature, ...unsigned];
-  return { mime, size: sizeOf(mime), messageIdHeader, written };
+  return { mime, size: sizeOf(mime), messageIdHeader, written, headers };
 }
