@@ -189,6 +189,9 @@ export interface BenchTenant {
 export async function setupTenant(env: NodeJS.ProcessEnv, sinkPort: number): Promise<BenchTenant> {
   const domain = 'bench.example';
   await cli(env, ['tenant', 'create', 'bench']);
+  // BENCH_RATE_LIMIT: the tenant's sending rate limit per minute (none by default), to measure
+  // what counting every message against it costs (set it far above what a run sends).
+  if (process.env.BENCH_RATE_LIMIT) await cli(env, ['tenant', 'update', 'bench', '--rate-limit', process.env.BENCH_RATE_LIMIT]);
   const key = await cli(env, ['key', 'create', 'bench', '--scope', 'send']);
   await cli(env, ['domain', 'add', 'bench', domain, '--verified']);
   await cli(env, ['route', 'create', 'bench', 'sink', '--transport', 'smtp', '--config', JSON.stringify({ host: '127.0.0.1', port: sinkPort, pool: true })]);

@@ -60,6 +60,53 @@ export async function consume(db: Executor, tenantId: string, limit: number): Pr
   return { ...toWindow(row), count: counted ? row.count! : limit, counted };
 }
 
+/** A tenant's messages to count together (consumeGroups). */
+export interface GroupRequest {
+  tenantId: string;
+  limit: number;
+  /** Messages to count. */
+  n: number;
+}
+
+/**
+ * Counts several tenants' messages in one statement: for each tenant, all `n` of its messages,
+ * or none when its window has no room for them all (the caller then counts those one by one
+ * with consume, which takes what room there is). Returns each tenant's window and its count
+ * after the increment, or `count: undefined` when nothing was counted. At most one request per
+ * tenant. Drops the tenants' earlier windows, as consume does.
+ *
+ * The counter's commit does not wait for the WAL to reach the disk (synchronous_commit off for
+ * this statement's transaction alone): a PostgreSQL crash can forget the last fraction of a
+ * second of counting, which lets a tenant send a few messages more in that minute. The messages
+ * themselves are committed durably by their own statement. So this statement must run in a
+ * transaction of its own (the pool's autocommit), never inside another's.
+ */
+export async function consumeGroups(db: Executor, requests: readonly GroupRequest[]): Promise<Map<string, RateWindow & { counted: boolean }>> {
+  const query = sql<WindowRow & { tenant_id: string }>`
+    WITH input AS (
+      SELECT * FROM unnest(${requests.map((r) => r.tenantId)}::uuid[], ${requests.map((r) => r.n)}::int[], ${requests.map((r) => r.limit)}::int[]) AS x (tenant_id, n, lim)
+    ),
+    relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    w AS (SELECT date_trunc('minute', now()) AS start),
+    dropped AS (
+      DELETE FROM rate_counters r USING input i WHERE r.tenant_id = i.tenant_id AND r.window_start < (SELECT start FROM w)
+    ),
+    counted AS (
+      INSERT INTO rate_counters AS c (tenant_id, window_start, count)
+      SELECT tenant_id, (SELECT start FROM w), n FROM input WHERE n <= lim
+      ON CONFLICT (tenant_id, window_start) DO UPDATE SET count = c.count + EXCLUDED.count
+        WHERE c.count + EXCLUDED.count <= (SELECT lim FROM input WHERE input.tenant_id = c.tenant_id)
+      RETURNING c.tenant_id, c.count
+    )
+    SELECT i.tenant_id, k.count, w.start AS window_start,
+           ceil(extract(epoch FROM w.start + interval '1 minute' - now()))::int AS retry_after
+    FROM input i CROSS JOIN w CROSS JOIN relaxed LEFT JOIN counted k ON k.tenant_id = i.tenant_id
+  `;
+  // Prepared: one per group of messages of rate-limited tenants.
+  const { rows } = await executePrepared(db, 'rate_consume_groups', query.compile(db));
+  return new Map(rows.map((row) => [row.tenant_id, { ...toWindow(row), counted: row.count !== null }]));
+}
+
 /** The tenant's count in the current window, counting nothing. */
 export async function peek(db: Executor, tenantId: string): Promise<RateWindow> {
   const { rows } = await sql<WindowRow>`

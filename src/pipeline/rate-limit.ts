@@ -3,7 +3,8 @@
 // process. Messages sent with test keys count too: the limit is on what a tenant submits, and a
 // test key must not be a way to flood the relay (their messages are stored like any other).
 import type { Executor } from '../db/database.ts';
-import { consume, peek, release } from '../db/rate-limits.repository.ts';
+import { GroupedWrites } from '../db/grouped-writes.ts';
+import { consume, consumeGroups, peek, release, type Consumed, type RateWindow } from '../db/rate-limits.repository.ts';
 import type { Tenant } from '../db/schema.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import type { Submission } from './submission.ts';
@@ -24,12 +25,74 @@ export class RateLimitedError extends SmtpError {
   }
 }
 
+/**
+ * What this process last learned of each tenant's window, from counting or peeking: the early
+ * check at MAIL FROM answers from it for WINDOW_FRESH_MS instead of asking PostgreSQL for every
+ * message. The count at the end of DATA still decides.
+ */
+const WINDOW_FRESH_MS = 1_000;
+const MAX_KNOWN_WINDOWS = 10_000;
+const knownWindows = new Map<string, { count: number; retryAfterSeconds: number; seenAt: number; endsAt: number }>();
+
+function learn(tenantId: string, window: RateWindow): void {
+  if (knownWindows.size >= MAX_KNOWN_WINDOWS) knownWindows.clear();
+  const now = Date.now();
+  knownWindows.set(tenantId, { count: window.count, retryAfterSeconds: window.retryAfterSeconds, seenAt: now, endsAt: now + window.retryAfterSeconds * 1000 });
+}
+
+/** Groups of messages counted together: at most this many in one statement. */
+const MAX_COUNTED_TOGETHER = 256;
+
+interface Counting {
+  tenantId: string;
+  limit: number;
+}
+
+/**
+ * Counts messages against their tenants' limits as the commit groups them (db/grouped-writes.ts):
+ * those that reach the count while another count runs go together in one statement, each
+ * tenant's all at once when its window has room for them all (consumeGroups), one by one
+ * otherwise, so that the last slots of a window go to some of them and the rest are refused. A
+ * count per message was a round trip and a durable commit each: a rate-limited tenant's messages
+ * were accepted at less than half the rate of an unlimited one's.
+ */
+function groupedCounter(db: Executor): (c: Counting) => Promise<Consumed> {
+  const writes = new GroupedWrites<Counting, Consumed>({
+    maxGroup: MAX_COUNTED_TOGETHER,
+    writeOne: (c) => consume(db, c.tenantId, c.limit),
+    async writeMany(items) {
+      const byTenant = new Map<string, number[]>();
+      items.forEach((c, i) => byTenant.set(c.tenantId, [...(byTenant.get(c.tenantId) ?? []), i]));
+      const windows = await consumeGroups(
+        db,
+        [...byTenant].map(([tenantId, indexes]) => ({ tenantId, limit: items[indexes[0]].limit, n: indexes.length })),
+      );
+      const results: Consumed[] = new Array(items.length);
+      await Promise.all(
+        [...byTenant].map(async ([tenantId, indexes]) => {
+          const w = windows.get(tenantId);
+          if (w?.counted) {
+            // The tenant's messages took the last `indexes.length` places of the window, in order.
+            indexes.forEach((index, k) => (results[index] = { ...w, count: w.count - indexes.length + 1 + k, counted: true }));
+          } else {
+            for (const index of indexes) results[index] = await consume(db, tenantId, items[index].limit);
+          }
+        }),
+      );
+      return results;
+    },
+  });
+  return (c) => writes.write(c);
+}
+
 export function rateLimit(db: Executor) {
+  const count = groupedCounter(db);
   return async function rateLimitStage(sub: Submission): Promise<Submission> {
     const { tenant } = sub.principal!;
     const limit = tenant.rate_limit_per_minute;
     if (limit === null) return sub; // unlimited tenants cost no query
-    const window = await consume(db, tenant.id, limit);
+    const window = await count({ tenantId: tenant.id, limit });
+    learn(tenant.id, window);
     if (!window.counted) throw new RateLimitedError(limit, window.retryAfterSeconds);
     sub.rateWindow = window.windowStart;
     return sub;
@@ -56,6 +119,12 @@ export async function releaseRateSlot(db: Executor, sub: Submission): Promise<vo
 export async function rateLimitedNow(db: Executor, tenant: Tenant): Promise<RateLimitedError | undefined> {
   const limit = tenant.rate_limit_per_minute;
   if (limit === null) return undefined;
+  const now = Date.now();
+  const known = knownWindows.get(tenant.id);
+  if (known && now - known.seenAt < WINDOW_FRESH_MS && now < known.endsAt) {
+    return known.count >= limit ? new RateLimitedError(limit, Math.max(1, Math.ceil((known.endsAt - now) / 1000))) : undefined;
+  }
   const window = await peek(db, tenant.id);
+  learn(tenant.id, window);
   return window.count >= limit ? new RateLimitedError(limit, window.retryAfterSeconds) : undefined;
 }

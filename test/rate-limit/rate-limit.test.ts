@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
-import { consume, peek, release } from '../../src/db/rate-limits.repository.ts';
+import { consume, consumeGroups, peek, release } from '../../src/db/rate-limits.repository.ts';
 import { createTenant, updateTenant } from '../../src/services/tenants.service.ts';
 import { addRoute, sendForReply, setupTenant, startTestRelay, type TenantSetup, type TestRelay } from '../helpers/relay.ts';
 import { plain, RawSmtp } from '../helpers/smtp-client.ts';
@@ -197,6 +197,39 @@ describe('SMTP', () => {
     assert.match(await sendWithHeader(t), RATE_LIMITED);
   });
 
+  test('messages arriving together are counted together: exactly the limit is accepted', async () => {
+    await startOfWindow();
+    const t = await limitedTenant(5);
+    const u = await limitedTenant(50);
+    // Counted in groups (one statement for what arrives during a count): a group with no room
+    // for all of a tenant's messages is counted one by one, so the window's last places are used.
+    const replies = await Promise.all(Array.from({ length: 24 }, (_, i) => sendWithHeader(i % 2 ? t : u, i % 3 ? relay.smtpPort : other.smtpPort)));
+    const ofT = replies.filter((_, i) => i % 2);
+    assert.equal(ofT.filter((r) => ACCEPTED.test(r)).length, 5, ofT.join('\n'));
+    assert.equal(ofT.filter((r) => RATE_LIMITED.test(r)).length, 7);
+    assert.ok(replies.filter((_, i) => !(i % 2)).every((r) => ACCEPTED.test(r)));
+    assert.deepEqual((await counters(t.tenantId)).map((r) => r.count), [5]);
+    assert.deepEqual((await counters(u.tenantId)).map((r) => r.count), [12]);
+  });
+
+  test('MAIL FROM answers from what this relay last counted: refused at once when full, and seen again after a second', async () => {
+    await startOfWindow();
+    const t = await limitedTenant(2);
+    const c = await smtpAuth(t.key);
+    try {
+      assert.match(await sendWithHeader(t), ACCEPTED);
+      assert.match(await c.cmd('MAIL FROM:<app@' + t.domain + '>'), /^250 /);
+      await c.cmd('RSET');
+      // Another process fills the window; this relay's knowledge is under a second old...
+      await consume(other.ctx.db, t.tenantId, 2);
+      // ...and it is asked again once that second has passed.
+      await new Promise((r) => setTimeout(r, 1_100));
+      assert.match(await c.cmd('MAIL FROM:<app@' + t.domain + '>'), RATE_LIMITED);
+    } finally {
+      c.close();
+    }
+  });
+
   test('one tenant at its limit does not affect another', async () => {
     await startOfWindow();
     const a = await limitedTenant(1);
@@ -220,6 +253,25 @@ describe('rate-limits repository', () => {
     assert.deepEqual(results.filter((r) => r.counted).map((r) => r.count).sort((x, y) => x - y), [1, 2, 3, 4, 5, 6, 7]);
     for (const r of results) assert.ok(r.retryAfterSeconds >= 1 && r.retryAfterSeconds <= 60, String(r.retryAfterSeconds));
     assert.equal((await peek(relay.ctx.db, id)).count, 7);
+  });
+
+  test('consumeGroups counts all of a tenant\'s messages or none, and never exceeds the limit', async () => {
+    await startOfWindow();
+    const a = (await createTenant(relay.ctx.db, { name: `r${++tenants}` })).id;
+    const b = (await createTenant(relay.ctx.db, { name: `r${++tenants}` })).id;
+    const first = await consumeGroups(relay.ctx.db, [{ tenantId: a, limit: 10, n: 3 }, { tenantId: b, limit: 2, n: 3 }]);
+    assert.deepEqual([first.get(a)?.counted, first.get(a)?.count], [true, 3]);
+    assert.equal(first.get(b)?.counted, false, 'three do not fit in a window of two: none is counted');
+    assert.deepEqual(await counters(b), []);
+    assert.equal((await consumeGroups(relay.ctx.db, [{ tenantId: a, limit: 10, n: 7 }])).get(a)?.count, 10);
+    assert.equal((await consumeGroups(relay.ctx.db, [{ tenantId: a, limit: 10, n: 1 }])).get(a)?.counted, false);
+    assert.equal((await peek(relay.ctx.db, a)).count, 10);
+    // Racing on both relays' pools: what is counted adds up to the window, within the limit.
+    const c = (await createTenant(relay.ctx.db, { name: `r${++tenants}` })).id;
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => consumeGroups((i % 2 ? other : relay).ctx.db, [{ tenantId: c, limit: 9, n: 2 }])));
+    const counted = results.filter((r) => r.get(c)?.counted).length;
+    assert.equal(counted, 4, 'four groups of two fit in nine');
+    assert.equal((await peek(relay.ctx.db, c)).count, 8);
   });
 
   test('peek counts nothing; release gives one back and never goes below zero', async () => {
