@@ -246,9 +246,10 @@ async function recordWithRetry<T>(ctx: Context, write: () => Promise<T>): Promis
 
 /**
  * A message loaded with its batch is used only this soon after; later, it is loaded again. A
- * batch of ten to a responsive upstream is through in well under this.
+ * batch (worker.ts FETCH_BATCH, 25) to a responsive upstream is through in well under this; a
+ * pause of the route reaches a worker only at its next route poll (5 s) anyway.
  */
-const BATCH_LOAD_FRESH_MS = 250;
+const BATCH_LOAD_FRESH_MS = 1_000;
 /** Larger messages are not loaded with their batch (ten at once would be held together). */
 const BATCH_LOAD_MAX_BYTES = 256 * 1024;
 

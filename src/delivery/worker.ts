@@ -49,16 +49,27 @@ const RECONCILE_BATCH = 100;
 const POLLING_INTERVAL_SECONDS = 0.5;
 /**
  * Jobs per fetch for each consumer slot (each slot still delivers one message at a time). pg-boss
- * fetches and completes a batch in one statement each, about 0.4 ms of PostgreSQL CPU apiece
- * (npm run bench: 4 → 10 took a backlog's drain from about 680 to 800 messages/s). Jobs of a
- * batch wait their turn: with a pathologically slow upstream the last ones may pass their expiry
- * and be skipped here, pg-boss running them again (processJob checks job.signal).
+ * fetches and completes a batch in one statement each, and the batch's messages load in one
+ * (npm run bench: 4 → 10 took a backlog's drain from about 680 to 800 messages/s; 10 → 25, with
+ * the batch load kept fresh for a second, 1,053-1,142 → 1,182-1,301/s and end to end 658-666 →
+ * 721-742/s, alternately, when PostgreSQL's CPU was what the drain waited on). Jobs of a batch
+ * wait their turn: with a pathologically slow upstream the last ones may pass their expiry and be
+ * skipped here, pg-boss running them again (processJob checks job.signal).
+ *
+ * A route with a max_per_second or a concurrency fetches FETCH_BATCH_LIMITED: its jobs wait on
+ * the route's limits (limits.ts), and a process that fetched a large batch would hold jobs the
+ * other worker processes could be sending.
  */
-const FETCH_BATCH = 10;
+const FETCH_BATCH = 25;
+const FETCH_BATCH_LIMITED = 10;
+
+const fetchBatch = (route: { max_per_second: number | null; concurrency: number | null }): number =>
+  route.max_per_second || route.concurrency ? FETCH_BATCH_LIMITED : FETCH_BATCH;
 
 interface Consumer {
   workId: string;
   concurrency: number;
+  batch: number;
 }
 
 export async function startDelivery(ctx: Context, options: DeliveryOptions = {}): Promise<DeliveryWorker> {
@@ -98,7 +109,7 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
     return results;
   };
 
-  async function startConsumer(routeId: string, concurrency: number, existing: Consumer | undefined): Promise<void> {
+  async function startConsumer(routeId: string, concurrency: number, batch: number, existing: Consumer | undefined): Promise<void> {
     const name = queueName(routeId);
     await ensureQueue(ctx.boss, routeId);
     // pg-boss waits out the polling interval after every fetch unless the batch came back full
@@ -106,10 +117,10 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
     // at most 2 jobs/s. Batches of FETCH_BATCH keep each slot busy while a backlog lasts.
     const workId = await ctx.boss.work(
       name,
-      { localConcurrency: concurrency, pollingIntervalSeconds: POLLING_INTERVAL_SECONDS, batchSize: FETCH_BATCH, burstWhenBatchFull: true, perJobResults: true },
+      { localConcurrency: concurrency, pollingIntervalSeconds: POLLING_INTERVAL_SECONDS, batchSize: batch, burstWhenBatchFull: true, perJobResults: true },
       handler,
     );
-    consumers.set(routeId, { workId, concurrency });
+    consumers.set(routeId, { workId, concurrency, batch });
     if (existing) {
       // The old consumer finishes its jobs in the background; stop() waits for it.
       const p = ctx.boss.offWork(name, { id: existing.workId, wait: true }).catch((err: unknown) => ctx.log.error({ err, route_id: routeId }, 'stopping a route consumer failed'));
@@ -132,11 +143,12 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
       }
       present.add(route.id);
       const concurrency = route.concurrency ?? DEFAULT_ROUTE_CONCURRENCY;
+      const batch = fetchBatch(route);
       const existing = consumers.get(route.id);
-      if (existing?.concurrency === concurrency) continue;
+      if (existing?.concurrency === concurrency && existing.batch === batch) continue;
       try {
-        await startConsumer(route.id, concurrency, existing);
-        ctx.log.info({ route: route.name, route_id: route.id, tenant: route.tenant_id, concurrency }, existing ? 'route consumer resized' : 'route consumer started');
+        await startConsumer(route.id, concurrency, batch, existing);
+        ctx.log.info({ route: route.name, route_id: route.id, tenant: route.tenant_id, concurrency, batch }, existing ? 'route consumer resized' : 'route consumer started');
       } catch (err) {
         // One route's queue trouble must not keep the others from being served; next poll retries.
         ctx.log.error({ err, route: route.name, route_id: route.id }, 'starting a route consumer failed');
