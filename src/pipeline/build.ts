@@ -13,6 +13,7 @@ import { SmtpError } from '../smtp/smtp-error.ts';
 import { dkimSignature } from './dkim.ts';
 import { plainHeaderBlock } from './header-block.ts';
 import { encodeHtmlBody, type EncodedBody } from './html-body.ts';
+import { encodeHtmlOffThread } from './signer.ts';
 import type { Address, Attachment, Submission } from './submission.ts';
 
 /** RFC 5322 §2.1.1: no line of a message may be longer than 998 octets (without its CRLF). */
@@ -312,15 +313,25 @@ interface Frame {
 }
 
 /**
+ * HTML this large is encoded on the signing thread (signer.ts encodeHtmlOffThread): the
+ * encoder's loop over every byte would otherwise be the largest part of the event loop's work
+ * for the message. Smaller HTML stays here: handing it over costs more than encoding it.
+ */
+const HTML_OFF_THREAD_CHARS = 32 * 1024;
+
+const encodedHtml = (html: string): EncodedBody | Promise<EncodedBody> =>
+  html.length >= HTML_OFF_THREAD_CHARS ? encodeHtmlOffThread(html) : encodeHtmlBody(html);
+
+/**
  * A message of one part (no attachments, the usual transactional message) written at once: its
  * header block (plainHeaderBlock's, or nodemailer's), then the body as nodemailer's stream would
  * write it (a 7bit placeholder, and the line break it ends every message with), the HTML spliced
  * in. Without the stream's pipeline of transforms and turns of the event loop, which cost more
  * than the rest of the build.
  */
-function writtenAtOnce(headers: string, splice: HtmlSplice): Unsigned | undefined {
+async function writtenAtOnce(headers: string, splice: HtmlSplice): Promise<Unsigned | undefined> {
   const composed = Buffer.from(`${headers}\r\n\r\n${splice.placeholder}\r\n`);
-  const body = encodeHtmlBody(splice.html);
+  const body = await encodedHtml(splice.html);
   const spliced = spliceHtmlBody(composed, splice.placeholder, body);
   if (!spliced) return undefined;
   churned(spliced.length);
@@ -431,7 +442,7 @@ async function withAttachments(
     out.add(composed.subarray(from, part.header));
     from = part.at + part.placeholder.length;
     if (part === html) {
-      const { encoding, body } = encodeHtmlBody(splice.html);
+      const { encoding, body } = await encodedHtml(splice.html);
       for (const b of partHead(composed, part, encoding)) out.add(b);
       out.add(body);
       continue;
@@ -493,7 +504,7 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
     if (plain !== undefined) headers = 'plain';
     const root = plain === undefined ? compose(sub, placeholder, contents, frame) : undefined;
     const block = plain ?? (root && !root.multipart && root.childNodes.length === 0 ? root.buildHeaders() : undefined);
-    const atOnce = block === undefined ? undefined : writtenAtOnce(block, splice);
+    const atOnce = block === undefined ? undefined : await writtenAtOnce(block, splice);
     if (!atOnce) headers = 'nodemailer';
     unsigned = atOnce?.pieces;
     bodyLinesAsIs = atOnce?.bodyLinesAsIs ?? false;

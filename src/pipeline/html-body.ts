@@ -121,7 +121,11 @@ export function quotedPrintable(bytes: Buffer): { body: Buffer; relaxedAsIs: boo
 
 /** The HTML (CRLF line ends) as the part's body, with the encoding nodemailer would choose. */
 export function encodeHtmlBody(html: string): EncodedBody {
-  const bytes = Buffer.from(html, 'utf8');
+  return encodeHtmlBytes(Buffer.from(html, 'utf8'));
+}
+
+/** encodeHtmlBody of the HTML's UTF-8 bytes. */
+export function encodeHtmlBytes(bytes: Buffer): EncodedBody {
   const ascii = is7bitText(bytes, MAX_7BIT_LINE);
   if (ascii) return { encoding: '7bit', body: bytes, relaxedAsIs: ascii.relaxedAsIs };
   return { encoding: 'quoted-printable', ...quotedPrintable(bytes) };

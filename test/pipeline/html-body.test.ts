@@ -135,6 +135,9 @@ describe('buildMime with the HTML body spliced in', () => {
       { html: `<p>${'é'.repeat(300)}</p>\r\n<p>b</p>` },
       { html: '<p>y</p>', subject: `Ünïcödé ${'long '.repeat(40)}`, fromName: 'Jöhn "the" Dœ', replyTo: true },
       { html: '<p>z</p>', subject: 'w'.repeat(950), to: [{ address: 'c@example.org', name: 'Ç' }, { address: 'd@example.org', name: '' }] },
+      // Large enough to be encoded on the signing thread (build.ts HTML_OFF_THREAD_CHARS).
+      { html: `<p>${'é a  b\t'.repeat(6000)}</p>\r\n<p>${'x'.repeat(100)}</p>` },
+      { html: '<p>short ASCII lines: 7bit</p>\r\n'.repeat(2000) },
     ];
     for (const [i, v] of variants.entries()) {
       const sub = () => {
