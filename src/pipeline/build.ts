@@ -48,7 +48,9 @@ const fmt = (a: Address) => ({ name: a.name, address: a.address });
  * MIME and the upstream, where RFC 5322 §2.3 forbids it and where a lenient server could read
  * "<LF>.<LF>" as the end of data (SMTP smuggling). Postfix normalises the same way.
  */
-const crlf = (text: string): string => text.replace(/\r\n|\r|\n/g, '\r\n');
+const crlf = (text: string): string => (BARE_LINE_BREAK.test(text) ? text.replace(/\r\n|\r|\n/g, '\r\n') : text);
+/** A CR not before an LF, or an LF not after a CR: text without one is left as it is (no copy). */
+const BARE_LINE_BREAK = /\r(?!\n)|(?<!\r)\n/;
 
 /**
  * A header is folded only at whitespace (RFC 5322 §2.2.3), so one very long word would make a

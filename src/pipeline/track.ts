@@ -13,6 +13,8 @@ import type { Submission } from './submission.ts';
 
 /** The per-link opt-out: the link is left alone and the attribute itself removed. */
 export const NO_TRACK_ATTRIBUTE = 'data-txrelay-no-track';
+/** The attribute in any case, found without a lower-cased copy of the whole HTML. */
+const NO_TRACK_ANY_CASE = new RegExp(NO_TRACK_ATTRIBUTE, 'i');
 const LINK_TAGS = new Set(['a', 'area']);
 
 export interface TrackingLinks {
@@ -136,7 +138,7 @@ export function track(publicUrl: string, tokens: TrackingTokens) {
     const html = sub.html ?? '';
     // Untracked mail is left untouched, unless it carries our opt-out attribute, which is ours
     // to remove wherever it appears in a link.
-    if (!sub.trackOpens && !sub.trackClicks && !html.toLowerCase().includes(NO_TRACK_ATTRIBUTE)) return sub;
+    if (!sub.trackOpens && !sub.trackClicks && !NO_TRACK_ANY_CASE.test(html)) return sub;
     // Tokens name the message, so its id is chosen here; store() takes the same one.
     const id = (sub.id ??= uuidv7());
     const out = rewriteHtml(html, {
