@@ -24,8 +24,14 @@ export interface EventRef {
 
 /** One accepted message with what is stored beside it (insertAcceptedMessages). */
 export interface AcceptedRows {
-  /** The columns written; the rest take their defaults. */
-  message: Omit<NewMessage, 'verdicts' | 'attempts' | 'next_attempt_at' | 'created_at' | 'updated_at' | 'first_opened_at' | 'first_clicked_at'> & { verdicts: Verdict[] };
+  /**
+   * The columns written; the rest take their defaults. `mime` may come in pieces: they go into
+   * the statement's bytes as they are, without being joined first.
+   */
+  message: Omit<NewMessage, 'mime' | 'verdicts' | 'attempts' | 'next_attempt_at' | 'created_at' | 'updated_at' | 'first_opened_at' | 'first_clicked_at'> & {
+    mime: Buffer | readonly Buffer[];
+    verdicts: Verdict[];
+  };
   recipients: string[];
   attachments: AttachmentInfo[];
   /** The recipients' status when it is not `queued` (a test key's capture). */
@@ -124,8 +130,8 @@ export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[],
   await executePreparedText(db, CompiledQuery.raw(text, values));
 }
 
-/** PostgreSQL's binary form of a one-dimensional bytea[] without NULLs (array_recv). */
-function byteaArray(items: readonly Buffer[]): Buffer {
+/** PostgreSQL's binary form of a one-dimensional bytea[] without NULLs (array_recv); an item may be in pieces. */
+function byteaArray(items: readonly (Buffer | readonly Buffer[])[]): Buffer {
   const BYTEA_OID = 17;
   const head = Buffer.alloc(20);
   head.writeInt32BE(1, 0); // dimensions
@@ -135,9 +141,10 @@ function byteaArray(items: readonly Buffer[]): Buffer {
   head.writeInt32BE(1, 16); // lower bound
   const parts: Buffer[] = [head];
   for (const item of items) {
+    const pieces = Buffer.isBuffer(item) ? [item] : item;
     const length = Buffer.alloc(4);
-    length.writeInt32BE(item.length, 0);
-    parts.push(length, item);
+    length.writeInt32BE(pieces.reduce((sum, p) => sum + p.length, 0), 0);
+    parts.push(length, ...pieces);
   }
   return Buffer.concat(parts);
 }

@@ -72,7 +72,7 @@ function rowsOf(m: AcceptedMessage, routeId: string | null): AcceptedRows {
       subject: m.subject,
       message_id_header: m.messageIdHeader,
       size: m.size,
-      mime: inPieces(m) ? NO_BYTES : m.mime.length === 1 ? m.mime[0] : Buffer.concat(m.mime, m.size),
+      mime: inPieces(m) ? NO_BYTES : m.mime,
       verdicts: m.verdicts,
       job_id: routeId ? m.id : null,
       idempotency_key: m.idempotencyKey ?? null,
