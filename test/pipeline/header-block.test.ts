@@ -6,6 +6,7 @@ import { SecretBox } from '../../src/crypto.ts';
 import { buildMime } from '../../src/pipeline/build.ts';
 import { plainHeaderBlock } from '../../src/pipeline/header-block.ts';
 import { newSubmission, type Address } from '../../src/pipeline/submission.ts';
+import { seeded } from '../helpers/seeded.ts';
 
 const box = new SecretBox('test-secret-0123456789-0123456789-0123456789');
 const date = new Date('2026-11-21T10:00:00Z');
@@ -22,18 +23,11 @@ const SUBJECTS = {
   odd: ['x'.repeat(68), 'Receipt ✓', 'a =?utf-8?q?x?= b', 'two  spaces', ' leading', 'trailing ', 'tab\tin', '', '=?'],
 };
 
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 test('a plain header block is byte for byte what nodemailer writes; other messages go to nodemailer', async () => {
   const taken = { plain: 0, nodemailer: 0 };
   for (let seed = 1; seed <= 1000; seed++) {
-    const next = random(seed);
+    const next = seeded(seed);
     const pick = (lists: { plain: string[]; odd: string[] }): string => {
       const list = next() < 0.95 ? lists.plain : lists.odd;
       return list[Math.floor(next() * list.length)];

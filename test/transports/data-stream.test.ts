@@ -7,6 +7,7 @@ import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
 import { applyDataStreamPatch, ORIGINAL, sendsAsIs } from '../../src/delivery/transports/data-stream.ts';
 import { SmtpTransport } from '../../src/delivery/transports/smtp.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { seeded } from '../helpers/seeded.ts';
 
 applyDataStreamPatch();
 
@@ -34,20 +35,12 @@ async function run(chunks: (Buffer | string)[], original: boolean): Promise<{ ou
   return { out: Buffer.concat(written), writes: written.length, inBytes: stream.inByteCount, outBytes: stream.outByteCount };
 }
 
-/** A deterministic generator, so a failure names its case. */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 test('for any bytes in any chunks, the same output and byte counts as nodemailer', async () => {
   // Mostly CRLF text (the fast path), with bare CRs and LFs, leading dots and empty chunks mixed in.
   const pieces = ['abc', ' ', '\r\n', '\r\n', '\r\n', '.', '..', '\r', '\n', '\r\n.', 'x\r\n.\r\n', ''];
   for (let seed = 1; seed <= 2000; seed++) {
-    const next = random(seed);
+    const next = seeded(seed);
     let text = '';
     const length = Math.floor(next() * 40);
     for (let i = 0; i < length; i++) text += pieces[Math.floor(next() * pieces.length)];
