@@ -6,9 +6,9 @@
 // bare smtp-server grew its RSS by 2.3× the message's size from receiving alone, and by 0.8×
 // with a scavenge asked for every 4 MiB received (bench/memory.ts).
 //
-// So the stages that handle a large message's bytes report how many they went through
-// (`churnedInMessage`: what passes LARGE_MESSAGE_BYTES), and every CHURN_BYTES a young-generation
-// collection runs: well under a millisecond here, and never more often than the bytes flow. A large message's copies that lived long enough to reach the
+// So the stages that handle a message's bytes report how many they went through (`churned`), and
+// every CHURN_BYTES a young-generation collection runs: well under a millisecond here, and never
+// more often than the bytes flow. A large message's copies that lived long enough to reach the
 // old generation (its raw chunks while it was received, its decoded attachments while it was
 // built) are reported as they are let go (`released`), and every RELEASED_BYTES of them a full
 // collection runs: a few milliseconds, paid only by messages over a megabyte. `gc` is V8's own,
@@ -47,19 +47,6 @@ export function churned(bytes: number): boolean {
   churn = 0;
   gc?.({ type: 'minor' });
   return true;
-}
-
-/**
- * churned() for `bytes` more of one message, `before` of it having gone through already, once the
- * message is past LARGE_MESSAGE_BYTES (then all of it counts, its first megabyte too). A small
- * message's garbage goes at V8's own
- * scavenges; collections forced for small messages ran while others were in flight, so these
- * reached the old generation and brought more full collections (accept at 10 clients, 5 KB: p99
- * 29.5-29.9 -> 26.8 ms, alternately, with throughput a little higher).
- */
-export function churnedInMessage(before: number, bytes: number): boolean {
-  if (before + bytes <= LARGE_MESSAGE_BYTES) return false;
-  return churned(before > LARGE_MESSAGE_BYTES ? bytes : before + bytes);
 }
 
 /**

@@ -6,7 +6,7 @@ import { constants, performance, PerformanceObserver, type PerformanceEntry } fr
 import { test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import v8 from 'node:v8';
-import { canCollect, CHURN_BYTES, churned, churnedInMessage, COMPACT_ABOVE_BYTES, COMPACT_EVERY_MS, compacted, LARGE_MESSAGE_BYTES, released, RELEASED_BYTES } from '../src/gc.ts';
+import { canCollect, CHURN_BYTES, churned, COMPACT_ABOVE_BYTES, COMPACT_EVERY_MS, compacted, released, RELEASED_BYTES } from '../src/gc.ts';
 
 test('this runtime lets the collector be asked for', () => {
   assert.equal(canCollect, true);
@@ -36,17 +36,6 @@ test('churned: a young-generation collection every CHURN_BYTES', async () => {
   } finally {
     observer.disconnect();
   }
-});
-
-test('churnedInMessage: only a message past LARGE_MESSAGE_BYTES counts, all of it', () => {
-  churned(CHURN_BYTES); // the count starts afresh
-  // Small messages, however many, never ask for a collection.
-  for (let i = 0; i < 10_000; i++) assert.equal(churnedInMessage(0, 100 * 1024), false);
-  assert.equal(churnedInMessage(0, LARGE_MESSAGE_BYTES), false);
-  // A large one counts from its first byte once it passes the threshold, then chunk by chunk.
-  assert.equal(churnedInMessage(LARGE_MESSAGE_BYTES - 10, 11), false, 'LARGE_MESSAGE_BYTES + 1 counted');
-  assert.equal(churnedInMessage(LARGE_MESSAGE_BYTES + 1, CHURN_BYTES - LARGE_MESSAGE_BYTES - 2), false, 'one short');
-  assert.equal(churnedInMessage(CHURN_BYTES, 1), true);
 });
 
 test('compacted: a grown young generation shrinks to its least; not when small, nor twice within COMPACT_EVERY_MS', () => {

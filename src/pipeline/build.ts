@@ -8,7 +8,7 @@ import MailComposer from 'nodemailer/lib/mail-composer';
 import type MimeNode from 'nodemailer/lib/mime-node';
 import type Mail from 'nodemailer/lib/mailer';
 import type { SecretBox } from '../crypto.ts';
-import { churnedInMessage, LARGE_MESSAGE_BYTES, released } from '../gc.ts';
+import { churned, LARGE_MESSAGE_BYTES, released } from '../gc.ts';
 import { SmtpError } from '../smtp/smtp-error.ts';
 import { dkimSignature } from './dkim.ts';
 import { plainHeaderBlock } from './header-block.ts';
@@ -236,15 +236,12 @@ class PieceWriter {
   readonly pieces: Buffer[] = [];
   private pending: Buffer[] = [];
   private bytes = 0;
-  /** Bytes added so far, for churnedInMessage. */
-  private written = 0;
 
   add(bytes: Buffer): void {
     if (bytes.length === 0) return;
     this.pending.push(bytes);
     this.bytes += bytes.length;
-    churnedInMessage(this.written, bytes.length);
-    this.written += bytes.length;
+    churned(bytes.length);
     if (this.bytes < PIECE_BYTES) return;
     const rest = cutLines(this.joined(), this.pieces);
     this.pending = [rest];
@@ -339,7 +336,7 @@ async function writtenAtOnce(headers: string, splice: HtmlSplice): Promise<Unsig
   const body = await encodedHtml(splice.html);
   const spliced = spliceHtmlBody(composed, splice.placeholder, body);
   if (!spliced) return undefined;
-  churnedInMessage(0, spliced.length);
+  churned(spliced.length);
   // The message's body is the HTML part's (and the line break after it).
   return { pieces: cutAll(spliced), bodyLinesAsIs: body.relaxedAsIs };
 }

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
 import type { Context } from '../context.ts';
 import { keyPrefix } from '../crypto.ts';
-import { churnedInMessage, compacted, LARGE_MESSAGE_BYTES } from '../gc.ts';
+import { churned, compacted, LARGE_MESSAGE_BYTES } from '../gc.ts';
 import { replyClass } from '../metrics.ts';
 import { assertCanSend, invalidKey, lookupKey } from '../pipeline/authenticate.ts';
 import type { AcceptSubmission } from '../pipeline/index.ts';
@@ -234,8 +234,8 @@ export async function startSmtp(ctx: Context, accept: AcceptSubmission, tls: Tls
       stream.on('data', (chunk: Buffer) => {
         // A large message is coming: the young generation at its least before it flows through.
         if (bytes <= LARGE_MESSAGE_BYTES && bytes + chunk.length > LARGE_MESSAGE_BYTES) compacted();
-        churnedInMessage(bytes, chunk.length);
         bytes += chunk.length;
+        churned(chunk.length);
         // Past the limit smtp-server answers 552 itself (rejectOversized); keep nothing.
         if (!stream.sizeExceeded) chunks.push(chunk);
       });
