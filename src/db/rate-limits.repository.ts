@@ -31,33 +31,15 @@ const toWindow = (row: WindowRow): RateWindow => ({
 });
 
 /**
- * Counts one message in the tenant's current window unless the window already holds `limit`.
- * One statement, so concurrent relays cannot both take the last slot: ON CONFLICT locks the
- * row, and the conditional update leaves a full window untouched (a refused attempt is not
- * counted, so a client that keeps retrying is not locked out beyond the window). The same
- * statement drops the tenant's earlier windows, so each tenant keeps a row or two.
+ * Counts one message in the tenant's current window unless the window already holds `limit`:
+ * consumeGroups with a group of one. One statement, so concurrent relays cannot both take the
+ * last slot: ON CONFLICT locks the row, and the conditional update leaves a full window untouched
+ * (a refused attempt is not counted, so a client that keeps retrying is not locked out beyond the
+ * window).
  */
 export async function consume(db: Executor, tenantId: string, limit: number): Promise<Consumed> {
-  const query = sql<WindowRow>`
-    WITH w AS (SELECT date_trunc('minute', now()) AS start),
-    dropped AS (
-      DELETE FROM rate_counters WHERE tenant_id = ${tenantId} AND window_start < (SELECT start FROM w)
-    ),
-    counted AS (
-      INSERT INTO rate_counters AS c (tenant_id, window_start, count)
-      VALUES (${tenantId}, (SELECT start FROM w), 1)
-      ON CONFLICT (tenant_id, window_start) DO UPDATE SET count = c.count + 1 WHERE c.count < ${limit}
-      RETURNING c.count
-    )
-    SELECT (SELECT count FROM counted) AS count, w.start AS window_start,
-           ceil(extract(epoch FROM w.start + interval '1 minute' - now()))::int AS retry_after
-    FROM w
-  `;
-  // Prepared (database.ts executePrepared): one per message of a rate-limited tenant.
-  const { rows } = await executePrepared(db, 'rate_consume', query.compile(db));
-  const row = rows[0];
-  const counted = row.count !== null;
-  return { ...toWindow(row), count: counted ? row.count! : limit, counted };
+  const window = (await consumeGroups(db, [{ tenantId, limit, n: 1 }])).get(tenantId)!;
+  return { ...window, count: window.counted ? window.count : limit };
 }
 
 /** A tenant's messages to count together (consumeGroups). */
@@ -72,8 +54,9 @@ export interface GroupRequest {
  * Counts several tenants' messages in one statement: for each tenant, all `n` of its messages,
  * or none when its window has no room for them all (the caller then counts those one by one
  * with consume, which takes what room there is). Returns each tenant's window and its count
- * after the increment, or `count: undefined` when nothing was counted. At most one request per
- * tenant. Drops the tenants' earlier windows, as consume does.
+ * after the increment (`counted` false, and count 0, when nothing was counted). At most one
+ * request per tenant. The same statement drops the tenants' earlier windows, so each tenant
+ * keeps a row or two.
  *
  * The counter's commit does not wait for the WAL to reach the disk (synchronous_commit off for
  * this statement's transaction alone): a PostgreSQL crash can forget the last fraction of a
@@ -81,7 +64,7 @@ export interface GroupRequest {
  * themselves are committed durably by their own statement. So this statement must run in a
  * transaction of its own (the pool's autocommit), never inside another's.
  */
-export async function consumeGroups(db: Executor, requests: readonly GroupRequest[]): Promise<Map<string, RateWindow & { counted: boolean }>> {
+export async function consumeGroups(db: Executor, requests: readonly GroupRequest[]): Promise<Map<string, Consumed>> {
   const query = sql<WindowRow & { tenant_id: string }>`
     WITH input AS (
       SELECT * FROM unnest(${requests.map((r) => r.tenantId)}::uuid[], ${requests.map((r) => r.n)}::int[], ${requests.map((r) => r.limit)}::int[]) AS x (tenant_id, n, lim)
@@ -102,7 +85,7 @@ export async function consumeGroups(db: Executor, requests: readonly GroupReques
            ceil(extract(epoch FROM w.start + interval '1 minute' - now()))::int AS retry_after
     FROM input i CROSS JOIN w CROSS JOIN relaxed LEFT JOIN counted k ON k.tenant_id = i.tenant_id
   `;
-  // Prepared: one per group of messages of rate-limited tenants.
+  // Prepared (database.ts executePrepared): one per group of messages of rate-limited tenants.
   const { rows } = await executePrepared(db, 'rate_consume_groups', query.compile(db));
   return new Map(rows.map((row) => [row.tenant_id, { ...toWindow(row), counted: row.count !== null }]));
 }

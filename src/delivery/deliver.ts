@@ -250,7 +250,7 @@ async function recordWithRetry<T>(ctx: Context, write: () => Promise<T>): Promis
  * pause of the route reaches a worker only at its next route poll (5 s) anyway.
  */
 const BATCH_LOAD_FRESH_MS = 1_000;
-/** Larger messages are not loaded with their batch (ten at once would be held together). */
+/** Larger messages are not loaded with their batch (a batch's would be held together). */
 const BATCH_LOAD_MAX_BYTES = 256 * 1024;
 
 /**

@@ -503,14 +503,14 @@ export async function buildMime(box: SecretBox, hostname: string, id: string, su
   let headers: Built['headers'] = 'nodemailer';
   if (!options.streamed && contents.length === 0) {
     const plain = options.nodemailerHeaders ? undefined : plainHeaderBlock(sub, frame);
-    if (plain !== undefined) headers = 'plain';
     const root = plain === undefined ? compose(sub, placeholder, contents, frame) : undefined;
     const block = plain ?? (root && !root.multipart && root.childNodes.length === 0 ? root.buildHeaders() : undefined);
     const atOnce = block === undefined ? undefined : await writtenAtOnce(block, splice);
-    if (!atOnce) headers = 'nodemailer';
-    unsigned = atOnce?.pieces;
-    bodyLinesAsIs = atOnce?.bodyLinesAsIs ?? false;
-    if (unsigned) written = 'at once';
+    if (atOnce) {
+      ({ pieces: unsigned, bodyLinesAsIs } = atOnce);
+      written = 'at once';
+      if (plain !== undefined) headers = 'plain';
+    }
   } else if (!options.streamed && !sub.attachments.some((a) => a.contentType.startsWith('message/'))) {
     // Attached messages travel unencoded (attachmentContent), as nodemailer writes them.
     const placeholders = contents.map((_, i) => `txrelay-attachment-${i}-${randomUUID()}`);

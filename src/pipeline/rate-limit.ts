@@ -32,12 +32,12 @@ export class RateLimitedError extends SmtpError {
  */
 const WINDOW_FRESH_MS = 1_000;
 const MAX_KNOWN_WINDOWS = 10_000;
-const knownWindows = new Map<string, { count: number; retryAfterSeconds: number; seenAt: number; endsAt: number }>();
+const knownWindows = new Map<string, { count: number; seenAt: number; endsAt: number }>();
 
 function learn(tenantId: string, window: RateWindow): void {
   if (knownWindows.size >= MAX_KNOWN_WINDOWS) knownWindows.clear();
   const now = Date.now();
-  knownWindows.set(tenantId, { count: window.count, retryAfterSeconds: window.retryAfterSeconds, seenAt: now, endsAt: now + window.retryAfterSeconds * 1000 });
+  knownWindows.set(tenantId, { count: window.count, seenAt: now, endsAt: now + window.retryAfterSeconds * 1000 });
 }
 
 /** Groups of messages counted together: at most this many in one statement. */
@@ -61,8 +61,7 @@ function groupedCounter(db: Executor): (c: Counting) => Promise<Consumed> {
     maxGroup: MAX_COUNTED_TOGETHER,
     writeOne: (c) => consume(db, c.tenantId, c.limit),
     async writeMany(items) {
-      const byTenant = new Map<string, number[]>();
-      items.forEach((c, i) => byTenant.set(c.tenantId, [...(byTenant.get(c.tenantId) ?? []), i]));
+      const byTenant = Map.groupBy(items.keys(), (i) => items[i].tenantId);
       const windows = await consumeGroups(
         db,
         [...byTenant].map(([tenantId, indexes]) => ({ tenantId, limit: items[indexes[0]].limit, n: indexes.length })),

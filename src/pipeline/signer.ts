@@ -62,12 +62,13 @@ class SigningThread {
     return this.#failed === undefined;
   }
 
-  #ask(job: object, transfer: ArrayBuffer[] = []): Promise<Answer> {
-    const id = this.#nextId++;
+  /** Sends `job` under a new id (set on it) and waits for the thread's answer. */
+  #ask(job: { id?: number; [field: string]: unknown }, transfer: ArrayBuffer[] = []): Promise<Answer> {
+    const id = (job.id = this.#nextId++);
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       this.#worker.ref();
-      this.#worker.postMessage({ id, ...job }, transfer);
+      this.#worker.postMessage(job, transfer);
     });
   }
 
