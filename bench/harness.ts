@@ -3,6 +3,7 @@
 // process (`node src/cli.ts start`), and the bench's env knobs. Postfix has its own file
 // (bench/postfix.ts). Every wait is bounded; every child is killed by its pid.
 import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { SmtpConn } from './load.ts';
@@ -218,7 +219,18 @@ export class RelayProcess {
    * to poll (its first delivery shows it is up).
    */
   static spawn(env: NodeJS.ProcessEnv): RelayProcess {
-    return new RelayProcess(spawn(process.execPath, [CLI, 'start'], { env, cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] }));
+    // BENCH_RELAY_NODE_ARGS: arguments for the relay children's node itself, for the V8 flags
+    // NODE_OPTIONS refuses (e.g. --trace-gc); BENCH_RELAY_OUTPUT: a file that gets everything
+    // the relay children write (each line is also kept for error reports as usual).
+    const nodeArgs = (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    const relay = new RelayProcess(spawn(process.execPath, [...nodeArgs, CLI, 'start'], { env, cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const file = process.env.BENCH_RELAY_OUTPUT;
+    if (file) {
+      const out = fs.createWriteStream(file, { flags: 'a' });
+      relay.child.stdout?.pipe(out, { end: false });
+      relay.child.stderr?.pipe(out, { end: false });
+    }
+    return relay;
   }
 
   /** Starts `node src/cli.ts start` and waits (up to 60 s) until its SMTP port greets. */

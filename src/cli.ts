@@ -66,6 +66,8 @@ function loadEnvFile(): void {
 async function start(config: Config): Promise<void> {
   // Imported here: the admin commands need none of the relay, and loading it takes a while.
   const { startApp } = await import('./app.ts');
+  const { deprioritizeCollectorThreads } = await import('./gc.ts');
+  deprioritizeCollectorThreads(config.gcThreadNice);
   const app = await startApp(config);
   const host = config.hostname;
   const port = app.smtpPorts[0] ?? app.smtpsPorts[0];

@@ -151,6 +151,8 @@ const schema = z.object({
   TXRELAY_SMTP_DATA_TIMEOUT_SECONDS: intBetween(1, 3_600).default(300),
   // SPEC §9's 30 s: how long SIGTERM waits for transactions and deliveries in flight.
   TXRELAY_SHUTDOWN_TIMEOUT_SECONDS: intBetween(1, 3_600).default(30),
+  // Beyond SPEC: the nice value `start` gives V8's collector threads (src/gc.ts); 0 leaves them.
+  TXRELAY_GC_THREAD_NICE: intBetween(0, 19).default(10),
 });
 
 export interface Config {
@@ -201,6 +203,8 @@ export interface Config {
   smtpDataTimeoutMs: number;
   /** SPEC §9: what SIGTERM waits for transactions and deliveries in flight. */
   shutdownTimeoutMs: number;
+  /** Beyond SPEC: the nice value of V8's collector threads (0: left as they are); see src/gc.ts. */
+  gcThreadNice: number;
 }
 
 export class ConfigError extends Error {
@@ -279,6 +283,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     smtpSessionTimeoutMs: e.TXRELAY_SMTP_SESSION_TIMEOUT_SECONDS * 1000,
     smtpDataTimeoutMs: e.TXRELAY_SMTP_DATA_TIMEOUT_SECONDS * 1000,
     shutdownTimeoutMs: e.TXRELAY_SHUTDOWN_TIMEOUT_SECONDS * 1000,
+    gcThreadNice: e.TXRELAY_GC_THREAD_NICE,
   };
 }
 

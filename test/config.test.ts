@@ -120,3 +120,12 @@ test('SMTP connection limits, deadlines and the shutdown grace: defaults, values
     assert.throws(() => loadConfig({ [variable]: 'soon' }), new RegExp(`^ConfigError: configuration error: ${variable} must be a whole number`));
   }
 });
+
+test('TXRELAY_GC_THREAD_NICE: 10 unless set, 0 to 19, anything else named', () => {
+  assert.equal(loadConfig({}).gcThreadNice, 10);
+  assert.equal(loadConfig({ TXRELAY_GC_THREAD_NICE: '0' }).gcThreadNice, 0);
+  assert.equal(loadConfig({ TXRELAY_GC_THREAD_NICE: '19' }).gcThreadNice, 19);
+  for (const bad of ['20', '-1', 'low']) {
+    assert.throws(() => loadConfig({ TXRELAY_GC_THREAD_NICE: bad }), (err: Error) => err instanceof ConfigError && err.message.startsWith('configuration error: TXRELAY_GC_THREAD_NICE '));
+  }
+});

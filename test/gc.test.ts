@@ -2,11 +2,23 @@
 // do run (V8 lets the process expose its collector at run time). A full collection shows in a
 // WeakRef it clears; a young-generation one, which leaves WeakRefs alone, in perf_hooks' gc entries.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
 import { constants, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import v8 from 'node:v8';
-import { canCollect, CHURN_BYTES, churned, COMPACT_ABOVE_BYTES, COMPACT_EVERY_MS, compacted, released, RELEASED_BYTES } from '../src/gc.ts';
+import {
+  canCollect,
+  CHURN_BYTES,
+  churned,
+  COMPACT_ABOVE_BYTES,
+  COMPACT_EVERY_MS,
+  compacted,
+  deprioritizeCollectorThreads,
+  released,
+  RELEASED_BYTES,
+} from '../src/gc.ts';
 
 test('this runtime lets the collector be asked for', () => {
   assert.equal(canCollect, true);
@@ -61,4 +73,25 @@ test('compacted: a grown young generation shrinks to its least; not when small, 
   grow();
   assert.equal(compacted(start + COMPACT_EVERY_MS - 1), false);
   assert.equal(compacted(start + COMPACT_EVERY_MS), true);
+});
+
+/** This process's threads: [thread id, name]. */
+const threads = (): [number, string][] =>
+  fs.readdirSync('/proc/self/task').map((id) => [Number(id), fs.readFileSync(`/proc/self/task/${id}/comm`, 'utf8').trim()]);
+
+test('deprioritizeCollectorThreads: V8Worker threads get the nice value, no other thread does', { skip: process.platform !== 'linux' && 'needs /proc (Linux)' }, () => {
+  const before = new Map(threads().map(([id]) => [id, os.getPriority(id)]));
+  const collectors = threads().filter(([, name]) => name === 'V8Worker');
+  assert.ok(collectors.length > 0, 'Node runs V8 helper threads');
+  assert.equal(deprioritizeCollectorThreads(7), collectors.length);
+  for (const [id, name] of threads()) {
+    if (name === 'V8Worker') assert.equal(os.getPriority(id), 7, `thread ${id} (${name})`);
+    else if (before.has(id)) assert.equal(os.getPriority(id), before.get(id), `thread ${id} (${name}) keeps its priority`);
+  }
+  assert.equal(os.getPriority(process.pid), before.get(process.pid), 'the event loop keeps its priority');
+});
+
+test('deprioritizeCollectorThreads: 0 changes nothing; an unreadable thread list, nothing either', () => {
+  assert.equal(deprioritizeCollectorThreads(0), 0);
+  assert.equal(deprioritizeCollectorThreads(5, '/nonexistent/task'), 0);
 });

@@ -168,6 +168,18 @@ test('two smtp,api and two worker processes started at once on an empty database
     const ready = await callJson(`http://127.0.0.1:${port}`, 'GET', '/readyz', { token: null });
     assert.equal(ready.status, 200, `the API on ${port} is ready: ${ready.text}`);
   }
+
+  // `start` lowered the priority of V8's collector threads (TXRELAY_GC_THREAD_NICE, 10 by
+  // default), and of no other thread.
+  if (process.platform === 'linux') {
+    for (const r of relays) {
+      const tasks = `/proc/${r.child.pid}/task`;
+      const named = fs.readdirSync(tasks).map((id) => ({ id: Number(id), name: fs.readFileSync(`${tasks}/${id}/comm`, 'utf8').trim() }));
+      assert.ok(named.some((t) => t.name === 'V8Worker'), `${r.name} has V8 helper threads`);
+      const main = os.getPriority(r.child.pid);
+      for (const t of named) assert.equal(os.getPriority(t.id), t.name === 'V8Worker' ? 10 : main, `${r.name}: thread ${t.id} (${t.name})`);
+    }
+  }
 });
 
 test('messages over both SMTP ports are delivered once although a worker is SIGKILLed mid-delivery', { timeout: 200_000 }, async (t) => {
