@@ -66,8 +66,9 @@ function loadEnvFile(): void {
 async function start(config: Config): Promise<void> {
   // Imported here: the admin commands need none of the relay, and loading it takes a while.
   const { startApp } = await import('./app.ts');
-  const { deprioritizeCollectorThreads } = await import('./gc.ts');
+  const { deprioritizeCollectorThreads, growHeapFaster } = await import('./gc.ts');
   deprioritizeCollectorThreads(config.gcThreadNice);
+  growHeapFaster(config.gcHeapGrowthPercent);
   const app = await startApp(config);
   const host = config.hostname;
   const port = app.smtpPorts[0] ?? app.smtpsPorts[0];

@@ -151,8 +151,11 @@ const schema = z.object({
   TXRELAY_SMTP_DATA_TIMEOUT_SECONDS: intBetween(1, 3_600).default(300),
   // SPEC §9's 30 s: how long SIGTERM waits for transactions and deliveries in flight.
   TXRELAY_SHUTDOWN_TIMEOUT_SECONDS: intBetween(1, 3_600).default(30),
-  // Beyond SPEC: the nice value `start` gives V8's collector threads (src/gc.ts); 0 leaves them.
-  TXRELAY_GC_THREAD_NICE: intBetween(0, 19).default(10),
+  // Beyond SPEC: how `start` tunes V8's collector (src/gc.ts): the nice value of its helper
+  // threads, and how far the old generation may grow past its live size before the next full
+  // collection; 0 leaves either as V8 has it.
+  TXRELAY_GC_THREAD_NICE: intBetween(0, 19).default(19),
+  TXRELAY_GC_HEAP_GROWTH_PERCENT: intBetween(0, 1000).default(200),
 });
 
 export interface Config {
@@ -205,6 +208,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** Beyond SPEC: the nice value of V8's collector threads (0: left as they are); see src/gc.ts. */
   gcThreadNice: number;
+  /** Beyond SPEC: V8's --heap-growing-percent (0: V8's own growing factor); see src/gc.ts. */
+  gcHeapGrowthPercent: number;
 }
 
 export class ConfigError extends Error {
@@ -284,6 +289,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     smtpDataTimeoutMs: e.TXRELAY_SMTP_DATA_TIMEOUT_SECONDS * 1000,
     shutdownTimeoutMs: e.TXRELAY_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     gcThreadNice: e.TXRELAY_GC_THREAD_NICE,
+    gcHeapGrowthPercent: e.TXRELAY_GC_HEAP_GROWTH_PERCENT,
   };
 }
 

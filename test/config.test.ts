@@ -121,11 +121,23 @@ test('SMTP connection limits, deadlines and the shutdown grace: defaults, values
   }
 });
 
-test('TXRELAY_GC_THREAD_NICE: 10 unless set, 0 to 19, anything else named', () => {
-  assert.equal(loadConfig({}).gcThreadNice, 10);
+test('TXRELAY_GC_THREAD_NICE: 19 unless set, 0 to 19, anything else named', () => {
+  assert.equal(loadConfig({}).gcThreadNice, 19);
   assert.equal(loadConfig({ TXRELAY_GC_THREAD_NICE: '0' }).gcThreadNice, 0);
   assert.equal(loadConfig({ TXRELAY_GC_THREAD_NICE: '19' }).gcThreadNice, 19);
   for (const bad of ['20', '-1', 'low']) {
     assert.throws(() => loadConfig({ TXRELAY_GC_THREAD_NICE: bad }), (err: Error) => err instanceof ConfigError && err.message.startsWith('configuration error: TXRELAY_GC_THREAD_NICE '));
+  }
+});
+
+test('TXRELAY_GC_HEAP_GROWTH_PERCENT: 200 unless set, 0 to 1000, anything else named', () => {
+  assert.equal(loadConfig({}).gcHeapGrowthPercent, 200);
+  assert.equal(loadConfig({ TXRELAY_GC_HEAP_GROWTH_PERCENT: '0' }).gcHeapGrowthPercent, 0);
+  assert.equal(loadConfig({ TXRELAY_GC_HEAP_GROWTH_PERCENT: '1000' }).gcHeapGrowthPercent, 1000);
+  for (const bad of ['1001', '-5', 'double']) {
+    assert.throws(
+      () => loadConfig({ TXRELAY_GC_HEAP_GROWTH_PERCENT: bad }),
+      (err: Error) => err instanceof ConfigError && err.message.startsWith('configuration error: TXRELAY_GC_HEAP_GROWTH_PERCENT '),
+    );
   }
 });

@@ -2,6 +2,7 @@
 // do run (V8 lets the process expose its collector at run time). A full collection shows in a
 // WeakRef it clears; a young-generation one, which leaves WeakRefs alone, in perf_hooks' gc entries.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { constants, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
@@ -16,6 +17,7 @@ import {
   COMPACT_EVERY_MS,
   compacted,
   deprioritizeCollectorThreads,
+  growHeapFaster,
   released,
   RELEASED_BYTES,
 } from '../src/gc.ts';
@@ -94,4 +96,31 @@ test('deprioritizeCollectorThreads: V8Worker threads get the nice value, no othe
 test('deprioritizeCollectorThreads: 0 changes nothing; an unreadable thread list, nothing either', () => {
   assert.equal(deprioritizeCollectorThreads(0), 0);
   assert.equal(deprioritizeCollectorThreads(5, '/nonexistent/task'), 0);
+});
+
+test('growHeapFaster: V8 sizes the old generation with the factor it sets, from the next full collection', () => {
+  // A child process of its own (the option is V8's, for the whole process); V8's verbose trace
+  // prints the factor each full collection sets the next limit with.
+  const run = (percent: number) =>
+    execFileSync(
+      process.execPath,
+      [
+        '--trace-gc-verbose',
+        '--expose-gc',
+        '--input-type=module',
+        '-e',
+        `import { growHeapFaster } from ${JSON.stringify(new URL('../src/gc.ts', import.meta.url).href)};
+         process.stdout.write('set=' + growHeapFaster(${percent}) + '\\n');
+         globalThis.gc();`,
+      ],
+      { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } },
+    );
+  const factors = (out: string) => [...out.matchAll(/\[HeapController\] factor ([\d.]+)/g)].map((m) => m[1]);
+  const grown = run(150);
+  assert.match(grown, /^set=true$/m);
+  const after = factors(grown.slice(grown.indexOf('set=true')));
+  assert.ok(after.length > 0, 'the full collection computed a limit');
+  assert.deepEqual([...new Set(after)], ['2.5'], 'every limit since uses 1 + 150/100');
+  assert.match(run(0), /^set=false$/m);
+  assert.equal(growHeapFaster(0), false);
 });
