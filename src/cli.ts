@@ -67,8 +67,10 @@ async function start(config: Config): Promise<void> {
   // Imported here: the admin commands need none of the relay, and loading it takes a while.
   const { startApp } = await import('./app.ts');
   const { deprioritizeCollectorThreads, growHeapFaster } = await import('./gc.ts');
-  deprioritizeCollectorThreads(config.gcThreadNice);
-  growHeapFaster(config.gcHeapGrowthPercent);
+  const collector = {
+    helperThreadsReniced: deprioritizeCollectorThreads(config.gcThreadNice),
+    heapGrowthPercent: growHeapFaster(config.gcHeapGrowthPercent) ? config.gcHeapGrowthPercent : 'V8 default',
+  };
   const app = await startApp(config);
   const host = config.hostname;
   const port = app.smtpPorts[0] ?? app.smtpsPorts[0];
@@ -87,7 +89,7 @@ async function start(config: Config): Promise<void> {
     lines.push(`or in the dashboard, signed in with the demo key: http://localhost:${app.httpPort}/dashboard`);
   }
   if (lines.length) process.stdout.write(lines.join('\n') + '\n');
-  app.ctx.log.info({ host, smtp: app.smtpPorts, smtps: app.smtpsPorts, http: app.httpPort, roles: config.roles }, 'txrelay started');
+  app.ctx.log.info({ host, smtp: app.smtpPorts, smtps: app.smtpsPorts, http: app.httpPort, roles: config.roles, collector }, 'txrelay started');
   let signalled = false;
   const shutdown = (signal: string) => {
     if (signalled) return;

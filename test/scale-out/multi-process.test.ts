@@ -176,6 +176,7 @@ test('two smtp,api and two worker processes started at once on an empty database
       const tasks = `/proc/${r.child.pid}/task`;
       const named = fs.readdirSync(tasks).map((id) => ({ id: Number(id), name: fs.readFileSync(`${tasks}/${id}/comm`, 'utf8').trim() }));
       assert.ok(named.some((t) => t.name === 'V8Worker'), `${r.name} has V8 helper threads`);
+      assert.deepEqual(started(r).collector, { helperThreadsReniced: named.filter((t) => t.name === 'V8Worker').length, heapGrowthPercent: 200 });
       const main = os.getPriority(r.child.pid);
       for (const t of named) assert.equal(os.getPriority(t.id), t.name === 'V8Worker' ? 19 : main, `${r.name}: thread ${t.id} (${t.name})`);
     }
