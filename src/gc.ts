@@ -1,4 +1,7 @@
-// Garbage collection around large messages. V8 collects the memory behind Buffers lazily: it
+// Garbage collection: around large messages (below), and how `txrelay start` tunes V8's
+// collector for a busy relay (deprioritizeCollectorThreads, growHeapFaster, at the end).
+//
+// Around large messages. V8 collects the memory behind Buffers lazily: it
 // counts it as external memory and starts a full collection only after that has grown by about
 // 64 MiB. A small message's buffers die young and go at the next scavenge, but a large one makes
 // tens of megabytes of short-lived chunks (socket reads, the DATA stream's copies, the parser's

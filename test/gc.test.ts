@@ -3,7 +3,6 @@
 // WeakRef it clears; a young-generation one, which leaves WeakRefs alone, in perf_hooks' gc entries.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
 import { constants, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { test } from 'node:test';
@@ -21,6 +20,7 @@ import {
   released,
   RELEASED_BYTES,
 } from '../src/gc.ts';
+import { threadsOf } from './helpers/process.ts';
 
 test('this runtime lets the collector be asked for', () => {
   assert.equal(canCollect, true);
@@ -77,16 +77,12 @@ test('compacted: a grown young generation shrinks to its least; not when small, 
   assert.equal(compacted(start + COMPACT_EVERY_MS), true);
 });
 
-/** This process's threads: [thread id, name]. */
-const threads = (): [number, string][] =>
-  fs.readdirSync('/proc/self/task').map((id) => [Number(id), fs.readFileSync(`/proc/self/task/${id}/comm`, 'utf8').trim()]);
-
 test('deprioritizeCollectorThreads: V8Worker threads get the nice value, no other thread does', { skip: process.platform !== 'linux' && 'needs /proc (Linux)' }, () => {
-  const before = new Map(threads().map(([id]) => [id, os.getPriority(id)]));
-  const collectors = threads().filter(([, name]) => name === 'V8Worker');
+  const before = new Map(threadsOf('self').map(({ id }) => [id, os.getPriority(id)]));
+  const collectors = threadsOf('self').filter(({ name }) => name === 'V8Worker');
   assert.ok(collectors.length > 0, 'Node runs V8 helper threads');
   assert.equal(deprioritizeCollectorThreads(7), collectors.length);
-  for (const [id, name] of threads()) {
+  for (const { id, name } of threadsOf('self')) {
     if (name === 'V8Worker') assert.equal(os.getPriority(id), 7, `thread ${id} (${name})`);
     else if (before.has(id)) assert.equal(os.getPriority(id), before.get(id), `thread ${id} (${name}) keeps its priority`);
   }

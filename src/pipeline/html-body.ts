@@ -124,6 +124,14 @@ export function encodeHtmlBody(html: string): EncodedBody {
   return encodeHtmlBytes(Buffer.from(html, 'utf8'));
 }
 
+/**
+ * `bytes` when they fill their ArrayBuffer, else a copy that does: what can move to another
+ * thread (postMessage's transfer list) without taking a larger buffer, or a shared pool, along.
+ */
+export function ownedBytes(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes);
+}
+
 /** encodeHtmlBody of the HTML's UTF-8 bytes. */
 export function encodeHtmlBytes(bytes: Buffer): EncodedBody {
   const ascii = is7bitText(bytes, MAX_7BIT_LINE);

@@ -2,7 +2,7 @@
 // large HTML body. Keys arrive once each, then jobs name them.
 import { sign, type KeyObject } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
-import { encodeHtmlBytes } from './html-body.ts';
+import { encodeHtmlBytes, ownedBytes } from './html-body.ts';
 
 const keys = new Map<number, KeyObject>();
 
@@ -13,9 +13,10 @@ parentPort!.on('message', (m: Job) => {
   try {
     if ('html' in m) {
       const encoded = encodeHtmlBytes(Buffer.from(m.html.buffer, m.html.byteOffset, m.html.byteLength));
-      // A copy of its own length: the encoder's buffer is sized for the worst case (3x and more).
-      const body = new Uint8Array(encoded.body);
-      parentPort!.postMessage({ id: m.id, encoding: encoded.encoding, body, relaxedAsIs: encoded.relaxedAsIs }, [body.buffer]);
+      // Quoted-printable comes in a part of a buffer sized for the worst case (3x and more): that
+      // part is copied; 7bit is the HTML's own bytes, which move back as they are.
+      const body = ownedBytes(encoded.body);
+      parentPort!.postMessage({ id: m.id, encoding: encoded.encoding, body, relaxedAsIs: encoded.relaxedAsIs }, [body.buffer as ArrayBuffer]);
       return;
     }
     parentPort!.postMessage({ id: m.id, signature: sign('sha256', Buffer.from(m.data, 'latin1'), keys.get(m.keyId)!).toString('base64') });

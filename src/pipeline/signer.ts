@@ -10,7 +10,7 @@
 // The same thread encodes large HTML bodies (encodeHtmlOffThread). Its code: signer-thread.ts.
 import type { KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import type { EncodedBody } from './html-body.ts';
+import { ownedBytes, type EncodedBody } from './html-body.ts';
 
 /** What the thread answers (signer-thread.ts). */
 interface Answer {
@@ -124,9 +124,7 @@ export function rsaSign(data: string, key: KeyObject): Promise<string> {
  */
 export function encodeHtmlOffThread(html: string): Promise<EncodedBody> {
   // Buffer.from of a large string gives a buffer with an ArrayBuffer of its own, exactly its size.
-  const bytes = Buffer.from(html, 'utf8');
-  const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes);
-  return current().encodeHtml(own);
+  return current().encodeHtml(ownedBytes(Buffer.from(html, 'utf8')));
 }
 
 /** Stops the signing thread, refusing what it held (for tests of that failure). */

@@ -110,3 +110,9 @@ export async function stopRelay(relay: RelayProcess, graceMs = 10_000): Promise<
   await exited(relay.child, graceMs);
   await killHard(relay);
 }
+
+/** A process's threads (Linux: /proc/<pid>/task) with the names they run under, e.g. V8Worker. */
+export function threadsOf(pid: number | 'self'): { id: number; name: string }[] {
+  const tasks = `/proc/${pid}/task`;
+  return fs.readdirSync(tasks).map((id) => ({ id: Number(id), name: fs.readFileSync(`${tasks}/${id}/comm`, 'utf8').trim() }));
+}

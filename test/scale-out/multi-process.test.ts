@@ -24,7 +24,7 @@ import { pendingWork } from '../faults/invariants.ts';
 import { TEST_SECRET } from '../helpers/context.ts';
 import { testDatabase, type TestDatabase } from '../helpers/db.ts';
 import { callJson } from '../helpers/http.ts';
-import { assertAlive, killHard, spawnRelay, waitStarted, type RelayProcess } from '../helpers/process.ts';
+import { assertAlive, killHard, spawnRelay, threadsOf, waitStarted, type RelayProcess } from '../helpers/process.ts';
 import { queueStates } from '../helpers/queue-state.ts';
 import { plain, RawSmtp } from '../helpers/smtp-client.ts';
 
@@ -173,8 +173,7 @@ test('two smtp,api and two worker processes started at once on an empty database
   // default), and of no other thread.
   if (process.platform === 'linux') {
     for (const r of relays) {
-      const tasks = `/proc/${r.child.pid}/task`;
-      const named = fs.readdirSync(tasks).map((id) => ({ id: Number(id), name: fs.readFileSync(`${tasks}/${id}/comm`, 'utf8').trim() }));
+      const named = threadsOf(r.child.pid!);
       assert.ok(named.some((t) => t.name === 'V8Worker'), `${r.name} has V8 helper threads`);
       assert.deepEqual(started(r).collector, { helperThreadsReniced: named.filter((t) => t.name === 'V8Worker').length, heapGrowthPercent: 200 });
       const main = os.getPriority(r.child.pid);
