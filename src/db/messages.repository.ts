@@ -292,6 +292,13 @@ export interface FinalAttempt {
  * whether each was written. One message at most once per call. Prepared, as loadForDelivery.
  */
 export async function recordFinalAttempts(db: Executor, list: readonly FinalAttempt[]): Promise<boolean[]> {
+  const r = await executePrepared(db, 'record_final_attempts', finalAttemptsStatement(db, list));
+  const written = new Set(r.rows.map((row) => row.id));
+  return list.map((a) => written.has(a.message.id));
+}
+
+/** The statement of recordFinalAttempts (exported for a test that reads its plan). */
+export function finalAttemptsStatement(db: Executor, list: readonly FinalAttempt[]): CompiledQuery<{ id: string }> {
   const now = new Date();
   const column = <T>(f: (a: FinalAttempt) => T): T[] => list.map(f);
   const recipients = list.flatMap((a) => a.recipients.map((r) => ({ id: a.message.id, ...r })));
@@ -304,22 +311,36 @@ export async function recordFinalAttempts(db: Executor, list: readonly FinalAtte
         ${column((a) => a.message.tenant_id)}::uuid[], ${column((a) => a.message.tag)}::text[], ${column((a) => a.message.route_name ?? '')}::text[],
         ${column((a) => a.event.type)}::text[], ${column((a) => JSON.stringify(a.event.detail ?? {}))}::jsonb[]
       ) AS i (id, job_id, status, route_id, route_name, number, response, duration_ms, tenant_id, tag, event_route, event_type, detail)
+    ), held AS MATERIALIZED (
+      -- Each message by its primary key, its status checked once locked (below). Given the
+      -- status, the planner may read a partial index of the waiting messages instead:
+      -- statistics taken before a backlog (a burst, a slow upstream) make it look tiny, and each
+      -- record then scans the whole backlog. In id order, as every statement that locks several
+      -- messages does: no deadlock between them.
+      SELECT msg.id, msg.status FROM (SELECT id, job_id FROM input ORDER BY id) i
+       CROSS JOIN LATERAL (
+         SELECT m.id, m.status FROM messages m WHERE m.id = i.id AND m.job_id = i.job_id FOR UPDATE) msg
     ), locked AS (
-      -- In id order, as every statement that locks several messages does: no deadlock between them.
-      SELECT msg.id FROM messages msg JOIN input i ON i.id = msg.id AND i.job_id = msg.job_id
-       WHERE msg.status IN ('queued', 'deferred')
-       ORDER BY msg.id
-         FOR UPDATE OF msg
+      SELECT id FROM held WHERE status IN ('queued', 'deferred')
     ), attempt AS (
       INSERT INTO attempts (message_id, route_id, route_name, number, outcome, response, duration_ms)
       SELECT i.id, i.route_id, i.route_name, i.number, i.status, i.response, i.duration_ms
         FROM locked JOIN input i USING (id)
+    ), result AS (
+      -- Each recipient's row through its index (the row mark keeps the planner from making the
+      -- LATERAL a join, which it hashed against the whole table).
+      SELECT r.id, u.status, u.response
+        FROM locked
+        JOIN unnest(${recipients.map((r) => r.id)}::uuid[], ${recipients.map((r) => r.address)}::text[], ${recipients.map((r) => r.status)}::text[], ${recipients.map((r) => r.response)}::text[])
+             AS u (message_id, address, status, response) ON u.message_id = locked.id
+       CROSS JOIN LATERAL (
+         SELECT x.id FROM recipients x WHERE x.message_id = u.message_id AND x.address = u.address
+            FOR NO KEY UPDATE) r
     ), recipient AS (
       UPDATE recipients r
          SET status = u.status, response = u.response, updated_at = ${now}::timestamptz
-        FROM locked, unnest(${recipients.map((r) => r.id)}::uuid[], ${recipients.map((r) => r.address)}::text[], ${recipients.map((r) => r.status)}::text[], ${recipients.map((r) => r.response)}::text[])
-             AS u (message_id, address, status, response)
-       WHERE u.message_id = locked.id AND r.message_id = locked.id AND r.address = u.address
+        FROM result u
+       WHERE r.id = u.id
     ), message AS (
       UPDATE messages msg
          SET status = i.status, attempts = i.number, next_attempt_at = NULL, updated_at = ${now}::timestamptz,
@@ -332,9 +353,7 @@ export async function recordFinalAttempts(db: Executor, list: readonly FinalAtte
         FROM locked JOIN input i USING (id)
     )
     SELECT id::text AS id FROM locked`;
-  const r = await executePrepared(db, 'record_final_attempts', query.compile(db));
-  const written = new Set(r.rows.map((row) => row.id));
-  return list.map((a) => written.has(a.message.id));
+  return query.compile(db);
 }
 
 /** One final attempt (recordFinalAttempts); whether it was written. */

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as messages from '../../src/db/messages.repository.ts';
 import type { Route } from '../../src/db/schema.ts';
-import { sql } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import { BatchLoad } from '../../src/delivery/deliver.ts';
 import { FinalRecords } from '../../src/delivery/final-records.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
@@ -239,6 +239,41 @@ describe('recordFinalAttempts and their grouping (FinalRecords)', () => {
       assert.equal(w.attempts.length, 1);
       assert.deepEqual(w.events, ['accepted', 'sent']);
     }
+  });
+
+  test("reads only its own messages' rows, however large the backlog and however stale the statistics", async () => {
+    // Statistics taken while every message was delivered, then a backlog (a slow upstream, a
+    // burst) that grew faster than autovacuum's ANALYZE. With a join, the planner took the
+    // waiting messages for a handful and hashed the input against all of them: a scan of the
+    // whole backlog per record, slowing delivery most when the backlog is largest.
+    await Promise.all(Array.from({ length: 300 }, () => queued()));
+    await sql`UPDATE messages SET status = 'sent' WHERE status IN ('queued', 'deferred')`.execute(ctx.db);
+    await sql`ANALYZE messages, recipients`.execute(ctx.db);
+    const ids = await Promise.all(Array.from({ length: 2000 }, () => queued()));
+    const statement = messages.finalAttemptsStatement(ctx.db, [finalAttempt(ids[0]), finalAttempt(ids[1])]);
+    const plan = await ctx.db.connection().execute(async (conn) => {
+      await sql`BEGIN`.execute(conn);
+      try {
+        const r = await conn.executeQuery<{ 'QUERY PLAN': unknown }>(CompiledQuery.raw(`EXPLAIN (ANALYZE, FORMAT JSON) ${statement.sql}`, [...statement.parameters]));
+        return r.rows[0]['QUERY PLAN'];
+      } finally {
+        await sql`ROLLBACK`.execute(conn);
+      }
+    });
+    const visited: string[] = [];
+    const walk = (node: Record<string, unknown>) => {
+      const on = String(node['Relation Name'] ?? node['Index Name'] ?? '');
+      if (/^(messages|recipients)/.test(on)) {
+        const rows = Number(node['Actual Rows']) + Number(node['Rows Removed by Filter'] ?? 0) + Number(node['Rows Removed by Index Recheck'] ?? 0);
+        visited.push(`${node['Node Type']} on ${on}${node['Index Name'] ? ` (${String(node['Index Name'])})` : ''}: ${rows * Number(node['Actual Loops'])}`);
+      }
+      for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
+    };
+    walk((plan as { Plan: Record<string, unknown> }[])[0].Plan);
+    assert.ok(visited.some((v) => v.includes('on messages')) && visited.some((v) => v.includes('on recipients')), visited.join('; '));
+    // Two messages of three recipients each: a few dozen rows at most, against 2,000 messages and 6,000 recipients.
+    for (const v of visited) assert.ok(Number(v.split(': ')[1]) <= 40, `${v} rows (${visited.join('; ')})`);
+    assert.deepEqual(await messages.recordFinalAttempts(ctx.db, [finalAttempt(ids[0]), finalAttempt(ids[1])]), [true, true]);
   });
 
   test('a record the database refuses fails alone: the others of its group are written', async () => {
