@@ -285,24 +285,40 @@ export class BatchLoad {
  * and the job guard makes that retry safe.
  */
 export async function processJob(deps: DeliveryDeps, job: DeliveryJob, batch?: BatchLoad): Promise<void> {
+  await (await sendJob(deps, job, batch)).recorded;
+}
+
+/** A job whose upstream exchange is over; `recorded` settles as processJob does. */
+export interface SentJob {
+  recorded: Promise<void>;
+}
+
+const NOTHING_TO_RECORD: SentJob = { recorded: Promise.resolve() };
+
+/**
+ * processJob in two steps: resolves as soon as the upstream exchange is over (or the job needs
+ * none), while the outcome is still being recorded, so that the worker's slot can start its
+ * next message meanwhile (worker.ts). Throws, as processJob, when the job could not even start.
+ */
+export async function sendJob(deps: DeliveryDeps, job: DeliveryJob, batch?: BatchLoad): Promise<SentJob> {
   const { ctx } = deps;
   const messageId = job.data.messageId;
-  if (!messageId) return;
+  if (!messageId) return NOTHING_TO_RECORD;
   // Jobs of a fetched batch run one after another; one whose claim pg-boss already took back
   // (expiry while earlier ones ran) belongs to whoever runs it again.
-  if (job.signal?.aborted) return;
+  if (job.signal?.aborted) return NOTHING_TO_RECORD;
   const loaded = (await batch?.take(messageId)) ?? (await messages.loadForDelivery(ctx.db, messageId));
   // Gone (its tenant was deleted), already finished, or superseded by a newer job: the job is
   // a leftover (a reconciler duplicate, a pg-boss retry after we recorded). Nothing to do.
   if (!loaded || loaded.message.job_id !== job.id || !PENDING.has(loaded.message.status)) {
     ctx.log.debug({ message: messageId, job: job.id }, 'stale delivery job skipped');
-    return;
+    return NOTHING_TO_RECORD;
   }
   const { message, route, recipients } = loaded;
   if (route?.paused) {
     const jobId = await putBack(deps, job, message.id, route, PAUSED_PUT_BACK_SECONDS);
     if (jobId) ctx.log.info({ tenant: route.tenant_id, message: message.id, route: route.name, job: jobId }, 'route paused: delivery job put back unsent');
-    return;
+    return NOTHING_TO_RECORD;
   }
   const pending = recipients.filter((r) => PENDING.has(r.status)).map((r) => r.address);
   const attemptNo = message.attempts + 1;
@@ -316,13 +332,13 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob, batch?: B
     const admission = await deps.limits.admit(route, waiting, reservedSendTime(job));
     if (admission.kind === 'later') {
       // pg-boss took the job back (lost claim, expiry) and runs it again: nothing to put back.
-      if (job.signal?.aborted) return;
+      if (job.signal?.aborted) return NOTHING_TO_RECORD;
       const jobId = await putBack(deps, job, message.id, route, admission.startAfter, admission.reserved);
       if (jobId) {
         const held = { tenant: message.tenant_id, message: message.id, route: route.name, job: jobId, why: admission.why, send_at: admission.reserved?.at.toISOString() };
         ctx.log.debug(held, 'delivery held back by the route limits: job put back unsent');
       }
-      return;
+      return NOTHING_TO_RECORD;
     }
     release = admission.release;
     // A pause that landed while this job waited for its slot or send time still holds.
@@ -330,7 +346,7 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob, batch?: B
       await release();
       const jobId = await putBack(deps, job, message.id, route, PAUSED_PUT_BACK_SECONDS);
       if (jobId) ctx.log.info({ tenant: route.tenant_id, message: message.id, route: route.name, job: jobId }, 'route paused: delivery job put back unsent');
-      return;
+      return NOTHING_TO_RECORD;
     }
   }
 
@@ -344,7 +360,20 @@ export async function processJob(deps: DeliveryDeps, job: DeliveryJob, batch?: B
     await release();
   }
   const durationMs = Math.round(performance.now() - started);
+  return { recorded: recordOutcome(deps, job, loaded, pending, attemptNo, result, durationMs) };
+}
 
+/** What sendJob leaves to do once the upstream exchange is over: write its outcome down. */
+async function recordOutcome(
+  deps: DeliveryDeps,
+  job: DeliveryJob,
+  { message, route, recipients }: messages.DeliveryLoad,
+  pending: string[],
+  attemptNo: number,
+  result: DeliveryResult | DeliveryError,
+  durationMs: number,
+): Promise<void> {
+  const { ctx } = deps;
   const log = { tenant: message.tenant_id, message: message.id, route: route?.name ?? message.route_name, attempt: attemptNo, duration_ms: durationMs };
   const count = (result: Outcome | 'abandoned' | 'superseded' | 'interrupted') => ctx.metrics?.deliveryAttempts.inc({ tenant: log.tenant, route: log.route, result });
   if (job.signal?.aborted) {

@@ -5,8 +5,9 @@ import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
-import { startDelivery, type DeliveryWorker } from '../../src/delivery/worker.ts';
+import { RECORDS_AHEAD, startDelivery, type DeliveryWorker } from '../../src/delivery/worker.ts';
 import * as messages from '../../src/db/messages.repository.ts';
+import * as routes from '../../src/db/routes.repository.ts';
 import type { Route, Tenant } from '../../src/db/schema.ts';
 import { createLogger } from '../../src/log.ts';
 import { queueName } from '../../src/queue.ts';
@@ -352,6 +353,45 @@ describe('delivery worker', () => {
     const next = await queueMessage(ctx, updated, ['move2@example.net']);
     assert.equal((await settled(next.id)).status, 'sent');
     assert.ok(moved.received.some((r) => r.data.equals(next.mime)), 'the new upstream got the next message');
+  });
+
+  test('a slot sends its next messages while those before are still being recorded, up to RECORDS_AHEAD', async () => {
+    const route = await smtpRoute('pipelined', second.port, { concurrency: 1 });
+    // Paused while they are queued, so that the route's one slot fetches them in one batch.
+    await routes.setRoutePaused(ctx.db, tenant.id, route.id, true);
+    await new Promise((r) => setTimeout(r, 600));
+    const ids: string[] = [];
+    for (let i = 0; i < RECORDS_AHEAD + 2; i++) ids.push((await queueMessage(ctx, route, [`pipelined-${i}@example.net`])).id);
+    // Their rows held by another transaction: each record waits for it.
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let locked = () => {};
+    const lockTaken = new Promise<void>((r) => (locked = r));
+    const holder = ctx.db.connection().execute(async (conn) => {
+      await sql`BEGIN`.execute(conn);
+      await sql`SELECT 1 FROM messages WHERE id = ANY(${ids}::uuid[]) FOR UPDATE`.execute(conn);
+      locked();
+      await held;
+      await sql`COMMIT`.execute(conn);
+    });
+    await lockTaken;
+    await routes.setRoutePaused(ctx.db, tenant.id, route.id, false);
+    const sends = (id: string) => second.received.filter((r) => r.data.includes(Buffer.from(id))).length;
+    const sent = () => ids.filter((id) => sends(id) > 0);
+    try {
+      await waitFor('the upstream to receive RECORDS_AHEAD messages', async () => (sent().length >= RECORDS_AHEAD ? true : undefined));
+      // The next one waits for the oldest record: none goes beyond the bound meanwhile.
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(sent().length, RECORDS_AHEAD);
+      for (const id of ids) assert.equal((await message(id)).status, 'queued', 'each record still waits for its row');
+    } finally {
+      release();
+      await holder;
+    }
+    for (const id of ids) {
+      assert.equal((await settled(id)).status, 'sent');
+      assert.equal(sends(id), 1, 'sent once');
+    }
   });
 
   // Last: it stops the shared worker.
