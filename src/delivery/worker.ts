@@ -66,9 +66,11 @@ const FETCH_BATCH = 25;
  * the group commit before it (final-records.ts); a slot that waited for it between messages
  * left the upstream idle meanwhile (npm run bench, alternately against the code before this and
  * the final record's plan by key, which alone moved neither figure: backlog drain 1,389-1,415
- * -> 1,650-1,691/s, end to end at 50 clients 734-753 -> 864-894/s).
+ * -> 1,650-1,691/s, end to end at 50 clients 734-753 -> 864-894/s, with 4 records ahead; 4 -> 8,
+ * later: drain 1,827-1,902 -> 1,945-2,021/s, end to end 914-926 -> 949-967/s, in both rounds
+ * though within the machine's noise).
  */
-export const RECORDS_AHEAD = 4;
+export const RECORDS_AHEAD = 8;
 const FETCH_BATCH_LIMITED = 10;
 
 const fetchBatch = (route: { max_per_second: number | null; concurrency: number | null }): number =>
