@@ -61,6 +61,11 @@ const POLLING_INTERVAL_SECONDS = 0.5;
  * other worker processes could be sending.
  */
 const FETCH_BATCH = 25;
+const FETCH_BATCH_LIMITED = 10;
+
+const fetchBatch = (route: { max_per_second: number | null; concurrency: number | null }): number =>
+  route.max_per_second || route.concurrency ? FETCH_BATCH_LIMITED : FETCH_BATCH;
+
 /**
  * Outcomes a slot may still be recording when it starts its next message. A record waits for
  * the group commit before it (final-records.ts); a slot that waited for it between messages
@@ -71,10 +76,6 @@ const FETCH_BATCH = 25;
  * though within the machine's noise).
  */
 export const RECORDS_AHEAD = 8;
-const FETCH_BATCH_LIMITED = 10;
-
-const fetchBatch = (route: { max_per_second: number | null; concurrency: number | null }): number =>
-  route.max_per_second || route.concurrency ? FETCH_BATCH_LIMITED : FETCH_BATCH;
 
 interface Consumer {
   workId: string;
