@@ -2,6 +2,7 @@
 // `behaviour` decides each reply, to play a relay that temp-fails, perm-fails or accepts.
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
+import { SmtpTransport } from '../../src/delivery/transports/smtp.ts';
 
 export interface Received {
   mailFrom: string;
@@ -66,4 +67,13 @@ export async function startUpstream(): Promise<Upstream> {
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** An SMTP route's transport to a loopback upstream (no TLS, 5 s timeouts); `pool` as the route's config. */
+export function smtpTransportTo(port: number, pool: boolean | number = 2): SmtpTransport {
+  return new SmtpTransport({
+    config: { host: '127.0.0.1', port, secure: false, require_tls: false, tls_reject_unauthorized: true, pool, connection_timeout_seconds: 5, socket_timeout_seconds: 5 } as never,
+    hostname: 'relay.test',
+    defaultConnections: 2,
+  });
 }

@@ -5,8 +5,7 @@ import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
 import { applyDataStreamPatch, ORIGINAL, sendsAsIs } from '../../src/delivery/transports/data-stream.ts';
-import { SmtpTransport } from '../../src/delivery/transports/smtp.ts';
-import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { smtpTransportTo, startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { seeded } from '../helpers/seeded.ts';
 
 applyDataStreamPatch();
@@ -94,11 +93,7 @@ after(async () => {
 });
 
 test('a message with lines starting with dots reaches a real upstream byte for byte', async () => {
-  const transport = new SmtpTransport({
-    config: { host: '127.0.0.1', port: upstream.port, secure: false, require_tls: false, tls_reject_unauthorized: true, pool: 2, connection_timeout_seconds: 5, socket_timeout_seconds: 5 } as never,
-    hostname: 'relay.test',
-    defaultConnections: 2,
-  });
+  const transport = smtpTransportTo(upstream.port);
   try {
     const messages = [
       'Subject: dots\r\n\r\n.hidden\r\n..two\r\nplain\r\n.\r\nafter a lone dot\r\n',

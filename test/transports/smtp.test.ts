@@ -5,9 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
-import { SmtpTransport } from '../../src/delivery/transports/smtp.ts';
 import { DeliveryError } from '../../src/delivery/transports/transport.ts';
-import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { smtpTransportTo, startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 let upstream: Upstream;
 
@@ -17,14 +16,6 @@ before(async () => {
 after(async () => {
   await upstream?.close();
 });
-
-function transport(pool: boolean | number, port = upstream.port): SmtpTransport {
-  return new SmtpTransport({
-    config: { host: '127.0.0.1', port, secure: false, require_tls: false, tls_reject_unauthorized: true, pool, connection_timeout_seconds: 5, socket_timeout_seconds: 5 } as never,
-    hostname: 'relay.test',
-    defaultConnections: 2,
-  });
-}
 
 const envelopes: { what: string; mailFrom: string; recipients: string[] }[] = [
   { what: 'plain addresses', mailFrom: 'bounces@acme.example', recipients: ['a@dest.example', 'b@dest.example'] },
@@ -36,7 +27,7 @@ const envelopes: { what: string; mailFrom: string; recipients: string[] }[] = [
 describe('SmtpTransport', () => {
   for (const pool of [false, 2]) {
     test(`${pool ? 'pooled' : 'a connection per message'}: the upstream gets what nodemailer's sendMail sends, for each envelope`, async () => {
-      const ours = transport(pool);
+      const ours = smtpTransportTo(upstream.port, pool);
       const theirs = nodemailer.createTransport({ host: '127.0.0.1', port: upstream.port, secure: false, ignoreTLS: true, logger: false });
       try {
         for (const [i, e] of envelopes.entries()) {
@@ -63,7 +54,7 @@ describe('SmtpTransport', () => {
   test("a signal aborted before the delivery starts sends nothing; one aborted mid-DATA ends it with a DeliveryError", async () => {
     const before = upstream.received.length;
     for (const pool of [false, 2]) {
-      const t = transport(pool);
+      const t = smtpTransportTo(upstream.port, pool);
       try {
         const mime = Buffer.from('Subject: never\r\n\r\n<p>never</p>\r\n');
         const err = await t.deliver({ messageId: 'x', mime, mailFrom: 'a@acme.example', recipients: ['b@dest.example'], signal: AbortSignal.abort() }).then(
@@ -78,7 +69,7 @@ describe('SmtpTransport', () => {
     assert.equal(upstream.received.length, before, 'nothing was sent');
 
     const slow = await startUpstream();
-    const t = transport(2, slow.port);
+    const t = smtpTransportTo(slow.port);
     try {
       // A body large enough that DATA is still being written when the signal fires.
       const mime = Buffer.from(`Subject: cut\r\n\r\n${'<p>0123456789abcdef</p>\r\n'.repeat(400_000)}`);
