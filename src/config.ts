@@ -4,6 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { MimeCompression } from './db/schema.ts';
 
 const portList = z
   .string()
@@ -156,6 +157,11 @@ const schema = z.object({
   // collection; 0 leaves either as V8 has it.
   TXRELAY_GC_THREAD_NICE: intBetween(0, 19).default(19),
   TXRELAY_GC_HEAP_GROWTH_PERCENT: intBetween(0, 1000).default(200),
+  // Beyond SPEC: how accepted messages of 16 KiB and more are stored (src/db/stored-mime.ts):
+  // `zstd`, compressed by the relay, or `none`, as they are (PostgreSQL then compresses them with
+  // pglz, at several times the CPU). Every process reads both; `none` is for a rolling upgrade
+  // while processes of a version before zstd still deliver from the same database.
+  TXRELAY_STORE_COMPRESSION: z.enum(['zstd', 'none']).default('zstd'),
 });
 
 export interface Config {
@@ -210,6 +216,7 @@ export interface Config {
   gcThreadNice: number;
   /** Beyond SPEC: V8's --heap-growing-percent (0: V8's own growing factor); see src/gc.ts. */
   gcHeapGrowthPercent: number;
+  storeCompression: MimeCompression;
 }
 
 export class ConfigError extends Error {
@@ -290,6 +297,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeoutMs: e.TXRELAY_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     gcThreadNice: e.TXRELAY_GC_THREAD_NICE,
     gcHeapGrowthPercent: e.TXRELAY_GC_HEAP_GROWTH_PERCENT,
+    storeCompression: e.TXRELAY_STORE_COMPRESSION,
   };
 }
 

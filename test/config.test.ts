@@ -130,6 +130,12 @@ test('TXRELAY_GC_THREAD_NICE: 19 unless set, 0 to 19, anything else named', () =
   }
 });
 
+test('TXRELAY_STORE_COMPRESSION: zstd unless set, or none; anything else named', () => {
+  assert.equal(loadConfig({}).storeCompression, 'zstd');
+  assert.equal(loadConfig({ TXRELAY_STORE_COMPRESSION: 'none' }).storeCompression, 'none');
+  assert.throws(() => loadConfig({ TXRELAY_STORE_COMPRESSION: 'pglz' }), (err: Error) => err instanceof ConfigError && err.message.startsWith('configuration error: TXRELAY_STORE_COMPRESSION '));
+});
+
 test('TXRELAY_GC_HEAP_GROWTH_PERCENT: 200 unless set, 0 to 1000, anything else named', () => {
   assert.equal(loadConfig({}).gcHeapGrowthPercent, 200);
   assert.equal(loadConfig({ TXRELAY_GC_HEAP_GROWTH_PERCENT: '0' }).gcHeapGrowthPercent, 0);

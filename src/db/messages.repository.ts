@@ -1,7 +1,8 @@
 import { CompiledQuery, sql, type RawBuilder } from 'kysely';
 import { executePrepared, executePreparedText, type Executor } from './database.ts';
 import { routeFromJson, type RouteJson } from './routes.repository.ts';
-import type { Message, MessageStatus, NewMessage, Recipient, Route, Verdict } from './schema.ts';
+import type { Message, MessageStatus, MimeCompression, NewMessage, Recipient, Route, Verdict } from './schema.ts';
+import { messageBytes } from './stored-mime.ts';
 
 export interface AttachmentInfo {
   filename: string | null;
@@ -28,8 +29,10 @@ export interface AcceptedRows {
    * The columns written; the rest take their defaults. `mime` may come in pieces: they go into
    * the statement's bytes as they are, without being joined first.
    */
-  message: Omit<NewMessage, 'mime' | 'verdicts' | 'attempts' | 'next_attempt_at' | 'created_at' | 'updated_at' | 'first_opened_at' | 'first_clicked_at'> & {
+  message: Omit<NewMessage, 'mime' | 'mime_compression' | 'verdicts' | 'attempts' | 'next_attempt_at' | 'created_at' | 'updated_at' | 'first_opened_at' | 'first_clicked_at'> & {
     mime: Buffer | readonly Buffer[];
+    /** How `mime` is stored (stored-mime.ts); 'none' when not given. */
+    mime_compression?: MimeCompression;
     verdicts: Verdict[];
   };
   recipients: string[];
@@ -53,7 +56,7 @@ export interface CompanionInsert {
 }
 
 /** The accepting statement's parameters before a companion's: see acceptingStatement. */
-const ACCEPTING_PARAMETERS = 34;
+const ACCEPTING_PARAMETERS = 35;
 
 /**
  * The text of the accepting statement: a data-modifying WITH query per table, each inserting
@@ -73,9 +76,9 @@ function acceptingStatement(companions: readonly CompanionInsert[]): string {
   const checks = ['message', ...companions.map((_, i) => `companion${i}`)].map((name) => `txrelay_expect((SELECT count(*) FROM ${name}), $${++next}, '${name}')`);
   return `WITH message AS (
   INSERT INTO messages (id, tenant_id, api_key_id, status, sent_at, tag, route_id, route_name, template_id, template_name, test_mode,
-                        mail_from, from_address, subject, message_id_header, size, mime, verdicts, job_id, idempotency_key)
+                        mail_from, from_address, subject, message_id_header, size, mime, verdicts, job_id, idempotency_key, mime_compression)
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::text[], $7::uuid[], $8::text[], $9::uuid[], $10::text[], $11::boolean[],
-                       $12::text[], $13::text[], $14::text[], $15::text[], $16::integer[], $17::bytea[], $18::jsonb[], $19::uuid[], $20::text[])
+                       $12::text[], $13::text[], $14::text[], $15::text[], $16::integer[], $17::bytea[], $18::jsonb[], $19::uuid[], $20::text[], $35::text[])
   RETURNING 1
 ), recipient AS (
   INSERT INTO recipients (message_id, address, status, response)
@@ -115,6 +118,7 @@ export async function insertAcceptedMessages(db: Executor, rows: AcceptedRows[],
     attachments.map((a) => a.id), attachments.map((a) => a.filename), attachments.map((a) => a.content_type), attachments.map((a) => a.size),
     events.map((e) => e.message.id), events.map((e) => e.message.tenant_id), events.map((e) => e.message.tag ?? 'untagged'),
     events.map((e) => e.message.route_name), events.map((e) => e.event.type), events.map((e) => JSON.stringify(e.event.detail ?? {})),
+    m.map((x) => x.mime_compression ?? 'none'),
     ...companions.flatMap((c) => c.values),
     rows.length,
     ...companions.map((c) => c.expected),
@@ -192,15 +196,19 @@ export async function findByIdempotencyKey(db: Executor, tenantId: string, key: 
     .executeTakeFirst();
 }
 
-/** One message; tenantId undefined only for admin callers, who see every tenant. */
+/**
+ * One message, `mime` its bytes as built (decompressed: mime_compression says how they are
+ * stored); tenantId undefined only for admin callers, who see every tenant.
+ */
 export async function findMessage(db: Executor, id: string, tenantId?: string): Promise<Message | undefined> {
   let q = db.selectFrom('messages').selectAll().where('id', '=', id);
   if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
-  return await q.executeTakeFirst();
+  const row = await q.executeTakeFirst();
+  return row && { ...row, mime: messageBytes(row) };
 }
 
 /** Every column but `mime` (up to 25 MiB): for callers that need the message, not its bytes. */
-export type MessageMeta = Omit<Message, 'mime'>;
+export type MessageMeta = Omit<Message, 'mime' | 'mime_compression'>;
 const META_COLUMNS = [
   'id', 'tenant_id', 'api_key_id', 'status', 'tag', 'route_id', 'route_name', 'template_id', 'template_name', 'test_mode',
   'mail_from', 'from_address', 'subject', 'message_id_header', 'size', 'verdicts', 'attempts', 'job_id', 'next_attempt_at',
@@ -225,6 +233,7 @@ export async function listRecipients(db: Executor, messageId: string): Promise<R
 
 /** What a delivery attempt starts from (loadForDelivery). */
 export interface DeliveryLoad {
+  /** `mime` as stored: messageBytes (stored-mime.ts) reads it, where a failure is the attempt's. */
   message: Message;
   /** Every recipient, in the order they were accepted. */
   recipients: Pick<Recipient, 'address' | 'status' | 'response'>[];
@@ -233,7 +242,7 @@ export interface DeliveryLoad {
 }
 
 /** Every column of the message, named (a prepared statement's result type must not change). */
-const DELIVERY_COLUMNS = sql.join([...META_COLUMNS, 'mime'].map((c) => sql.ref(`m.${c}`)));
+const DELIVERY_COLUMNS = sql.join([...META_COLUMNS, 'mime', 'mime_compression'].map((c) => sql.ref(`m.${c}`)));
 
 type DeliveryRow = Message & { recipient_list: DeliveryLoad['recipients']; route_row: RouteJson | null };
 

@@ -91,6 +91,8 @@ export interface Verdict {
   detail?: string;
 }
 
+export type MimeCompression = 'none' | 'zstd';
+
 export interface MessagesTable {
   id: string;
   tenant_id: string;
@@ -107,7 +109,10 @@ export interface MessagesTable {
   subject: string;
   message_id_header: string;
   size: number;
+  /** The message as stored: see mime_compression (src/db/stored-mime.ts reads it back). */
   mime: Buffer;
+  /** 'zstd': mime is one zstd frame of the message's `size` bytes; 'none': the bytes themselves. */
+  mime_compression: ColumnType<MimeCompression, MimeCompression | undefined, MimeCompression>;
   verdicts: Json<Verdict[]>;
   attempts: ColumnType<number, number | undefined, number>;
   job_id: string | null;

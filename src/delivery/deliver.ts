@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Context } from '../context.ts';
 import * as messages from '../db/messages.repository.ts';
 import { findRouteById } from '../db/routes.repository.ts';
+import { messageBytes } from '../db/stored-mime.ts';
 import type { Message, MessageStatus, Route } from '../db/schema.ts';
 import { enqueueDelivery, ensureQueue, type DeliveryJobData, type SendReservation } from '../queue.ts';
 import type { FinalRecords } from './final-records.ts';
@@ -56,7 +57,7 @@ async function attempt(deps: DeliveryDeps, message: Message, route: Route | unde
     return err instanceof DeliveryError ? err : new DeliveryError({ response: `route "${route.name}" cannot be used: ${(err as Error).message}`, errorCode: 'ECONFIG' });
   }
   try {
-    return await lease.transport.deliver({ messageId: message.id, mime: message.mime, mailFrom: message.mail_from, recipients: pending, signal });
+    return await lease.transport.deliver({ messageId: message.id, mime: messageBytes(message), mailFrom: message.mail_from, recipients: pending, signal });
   } catch (err) {
     if (err instanceof DeliveryError) return err;
     // A fault of ours (a bug, not the upstream): retried like a transient failure, never permanent.

@@ -8,6 +8,7 @@ import { findByIdempotencyKey, insertAcceptedMessages, writeMimePieces, type Acc
 import type { Verdict } from '../db/schema.ts';
 import { deliveryJobsInsert, ensureQueue } from '../queue.ts';
 import { isUniqueViolation } from '../services/errors.ts';
+import { storedMime, type StoredMime } from '../db/stored-mime.ts';
 
 export interface AcceptedMessage {
   id: string;
@@ -52,7 +53,18 @@ const MAX_BATCHED_BYTES = 1024 * 1024;
 const inPieces = (m: AcceptedMessage) => m.size > MAX_BATCHED_BYTES;
 const NO_BYTES = Buffer.alloc(0);
 
-function rowsOf(m: AcceptedMessage, routeId: string | null): AcceptedRows {
+/** A message with the form its row stores its bytes in: compressed from 16 KiB (stored-mime.ts). */
+type Storable = AcceptedMessage & { stored: StoredMime };
+
+/**
+ * The message's bytes as its row will hold them. A message in pieces has none in its row (they
+ * follow it, writeMimePieces) and is never compressed: that would hold it whole once more.
+ */
+function storable(ctx: Context, m: AcceptedMessage): Storable {
+  return { ...m, stored: inPieces(m) ? { mime: NO_BYTES, mime_compression: 'none' } : storedMime(m.mime, m.size, ctx.config.storeCompression) };
+}
+
+function rowsOf(m: Storable, routeId: string | null): AcceptedRows {
   return {
     message: {
       id: m.id,
@@ -72,7 +84,8 @@ function rowsOf(m: AcceptedMessage, routeId: string | null): AcceptedRows {
       subject: m.subject,
       message_id_header: m.messageIdHeader,
       size: m.size,
-      mime: inPieces(m) ? NO_BYTES : m.mime,
+      mime: m.stored.mime,
+      mime_compression: m.stored.mime_compression,
       verdicts: m.verdicts,
       job_id: routeId ? m.id : null,
       idempotency_key: m.idempotencyKey ?? null,
@@ -88,6 +101,10 @@ function rowsOf(m: AcceptedMessage, routeId: string | null): AcceptedRows {
  * with an idempotency key seen in the last 24 h, the first message's (and nothing is created).
  */
 export async function commitMessage(ctx: Context, m: AcceptedMessage): Promise<string> {
+  return await commitAlone(ctx, storable(ctx, m));
+}
+
+async function commitAlone(ctx: Context, m: Storable): Promise<string> {
   const routeId = m.testMode ? null : m.routeId;
   if (routeId) await ensureRouteQueue(ctx, routeId);
   if (m.idempotencyKey) {
@@ -125,7 +142,7 @@ const MAX_BATCH = 100;
  * messages over 1 MiB commit alone.
  */
 export function createCommitter(ctx: Context): (m: AcceptedMessage) => Promise<string> {
-  async function commitBatch(batch: (AcceptedMessage & { routeId: string })[]): Promise<string[]> {
+  async function commitBatch(batch: (Storable & { routeId: string })[]): Promise<string[]> {
     const jobs = [];
     for (const [routeId, ms] of Map.groupBy(batch, (m) => m.routeId)) {
       await ensureRouteQueue(ctx, routeId);
@@ -134,11 +151,13 @@ export function createCommitter(ctx: Context): (m: AcceptedMessage) => Promise<s
     await insertAcceptedMessages(ctx.db, batch.map((m) => rowsOf(m, m.routeId)), jobs);
     return batch.map((m) => m.id);
   }
-  const grouped = new GroupedWrites({ writeMany: commitBatch, writeOne: (m) => commitMessage(ctx, m), maxGroup: MAX_BATCH });
+  const grouped = new GroupedWrites({ writeMany: commitBatch, writeOne: (m) => commitAlone(ctx, m), maxGroup: MAX_BATCH });
 
-  return function commit(m: AcceptedMessage): Promise<string> {
+  return async function commit(accepted: AcceptedMessage): Promise<string> {
+    // Compressed now, while an earlier group's statement may still run, not when this one's goes.
+    const m = storable(ctx, accepted);
     const { routeId } = m;
-    if (m.idempotencyKey || m.testMode || !routeId || inPieces(m)) return commitMessage(ctx, m);
-    return grouped.write({ ...m, routeId });
+    if (m.idempotencyKey || m.testMode || !routeId || inPieces(m)) return await commitAlone(ctx, m);
+    return await grouped.write({ ...m, routeId });
   };
 }

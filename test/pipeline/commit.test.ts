@@ -86,8 +86,9 @@ describe('group commit', () => {
     const ids = await Promise.all([...small.slice(0, 5), big, ...small.slice(5)].map((m) => commit(m)));
     assert.equal(ids.length, 11);
     assert.deepEqual(await stored(ids), { messages: 11, recipients: 22, attachments: 11, events: 11, jobs: 11 });
-    const bytes = await ctx.db.selectFrom('messages').select(['mime', 'size']).where('id', '=', big.id).executeTakeFirstOrThrow();
+    const bytes = await ctx.db.selectFrom('messages').select(['mime', 'size', 'mime_compression']).where('id', '=', big.id).executeTakeFirstOrThrow();
     assert.ok(bytes.mime.equals(Buffer.concat(pieces)), 'stored whole, pieces in order');
+    assert.equal(bytes.mime_compression, 'none', 'a message in pieces is never held whole to be compressed');
     assert.equal(bytes.size, big.size);
     const left = await ctx.db.selectFrom('mime_pieces').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
     assert.equal(Number(left.n), 0, 'no piece outlives the transaction');
