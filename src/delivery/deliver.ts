@@ -41,6 +41,8 @@ export interface DeliveryDeps {
   stopping?: AbortSignal;
   /** Groups the final attempts that end together into one statement. Absent: each is written alone. */
   finals?: FinalRecords;
+  /** How long writing an attempt down is retried before the job fails. Default RECORD_RETRY_LIMIT_MS. */
+  recordRetryLimitMs?: number;
 }
 
 /** Test-key messages never leave the relay (SPEC §2), whatever route they name. */
@@ -225,15 +227,17 @@ function reservedSendTime(job: DeliveryJob): SendReservation | undefined {
   return { at, perSecond: sendPerSecond };
 }
 
-const RECORD_RETRY_LIMIT_MS = 60_000;
+/** How long a record is retried before its job fails (DeliveryDeps.recordRetryLimitMs). */
+export const RECORD_RETRY_LIMIT_MS = 60_000;
 
 /**
  * The upstream exchange already happened: if the database is briefly away, keep trying to write
  * it down rather than throwing (pg-boss would retry the job and send the message again). Safe to
  * repeat: the job guard under the row lock lets only the first writer record.
  */
-async function recordWithRetry<T>(ctx: Context, write: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + RECORD_RETRY_LIMIT_MS;
+async function recordWithRetry<T>(deps: DeliveryDeps, write: () => Promise<T>): Promise<T> {
+  const { ctx } = deps;
+  const deadline = Date.now() + (deps.recordRetryLimitMs ?? RECORD_RETRY_LIMIT_MS);
   for (let delay = 500; ; delay = Math.min(delay * 2, 5_000)) {
     try {
       return await write();
@@ -390,7 +394,7 @@ async function recordOutcome(
     // The stopping worker's grace ran out mid-attempt (SPEC §9): the cut was ours, not the
     // upstream's doing, so the message goes back to the queue with its attempt not counted. Had
     // the upstream taken it just before the cut, it goes out twice: the window SPEC §3 allows.
-    const jobId = await recordWithRetry(ctx, () => putBack(deps, job, message.id, route));
+    const jobId = await recordWithRetry(deps, () => putBack(deps, job, message.id, route));
     count('interrupted');
     ctx.log.warn({ ...log, outcome: 'interrupted', job: jobId }, 'delivery attempt interrupted by shutdown: put back, attempt not counted');
     return;
@@ -407,7 +411,7 @@ async function recordOutcome(
   });
   const fallback = decision.kind === 'exhausted' ? await fallbackFor(deps, message, route) : undefined;
   const lastResponses = new Map(recipients.map((x) => [x.address, x.response]));
-  const r = await recordWithRetry(ctx, () => record(deps, job, message, route, decision, fallback, attemptNo, durationMs, lastResponses));
+  const r = await recordWithRetry(deps, () => record(deps, job, message, route, decision, fallback, attemptNo, durationMs, lastResponses));
 
   if (!r.recorded) {
     count('superseded');

@@ -427,3 +427,46 @@ describe('delivery worker shutdown with a grace period', () => {
     assert.equal(job.rows[0]?.state, 'created');
   });
 });
+
+describe('delivery worker: a record the database keeps refusing', () => {
+  test('its job is failed, to be retried; the others of its batch complete', async () => {
+    // A worker of its own, giving up on a record after a second, not a minute; the shared one
+    // (stopped already when the whole file runs) would keep trying for the minute.
+    await worker.stop();
+    const w = await startDelivery(ctx, { reconcileIntervalMs: 60_000, routePollMs: 200, recordRetryLimitMs: 1_000 });
+    const route = await smtpRoute('unrecorded', second.port, { concurrency: 1 });
+    await routes.setRoutePaused(ctx.db, tenant.id, route.id, true);
+    await new Promise((r) => setTimeout(r, 600));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await queueMessage(ctx, route, [`unrecorded-${i}@example.net`])).id);
+    const [first, refused, third] = ids;
+    // The database refuses the middle one's attempt row, so its final record fails.
+    await sql`
+      CREATE FUNCTION test_refuse_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.message_id = ${sql.lit(refused)}::uuid THEN RAISE EXCEPTION 'refused by the test'; END IF;
+        RETURN NEW;
+      END $$`.execute(ctx.db);
+    await sql`CREATE TRIGGER test_refuse_attempt BEFORE INSERT ON attempts FOR EACH ROW EXECUTE FUNCTION test_refuse_attempt()`.execute(ctx.db);
+    const job = async (id: string) => {
+      const { rows } = await sql<{ state: string; retry_count: number }>`SELECT state, retry_count FROM pgboss.job WHERE name = ${queueName(route.id)} AND id = ${id}::uuid`.execute(ctx.db);
+      return rows[0];
+    };
+    try {
+      await routes.setRoutePaused(ctx.db, tenant.id, route.id, false);
+      for (const id of [first, third]) assert.equal((await settled(id)).status, 'sent');
+      await waitFor('the refused job to be failed for a retry', async () => ((await job(refused))?.retry_count >= 1 ? true : undefined));
+      for (const id of [first, third]) assert.equal((await job(id)).state, 'completed', 'recorded: completed with its batch');
+      assert.notEqual((await job(refused)).state, 'completed', 'not recorded: never completed');
+      assert.equal((await message(refused)).status, 'queued');
+      assert.ok(logLines.some((l) => l.msg === 'delivery job failed; pg-boss will retry it' && l.message === refused));
+    } finally {
+      await sql`DROP TRIGGER test_refuse_attempt ON attempts`.execute(ctx.db);
+      await sql`DROP FUNCTION test_refuse_attempt()`.execute(ctx.db);
+    }
+    // Its retry records it (sending it again: the upstream's first copy was never recorded).
+    assert.equal((await settled(refused)).status, 'sent');
+    assert.equal((await job(refused)).state, 'completed');
+    await w.stop();
+  });
+});
