@@ -55,6 +55,16 @@ export interface CompanionInsert {
   expected: number;
 }
 
+/**
+ * Whether an event of the tenant `tenantId` (an SQL expression) is written already dispatched to
+ * webhooks: when its tenant has no active endpoint, as the dispatcher would find at once (claimEvents
+ * matches active endpoints only), so it never claims it. Most tenants have none, and the claim was
+ * an UPDATE of every event: 0.05 ms of PostgreSQL's CPU per message, and two row versions more to
+ * vacuum. An endpoint receives the events of statements that begin after it was created.
+ */
+const bornDispatched = (tenantId: string): string =>
+  `NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = ${tenantId} AND w.status = 'active')`;
+
 /** The accepting statement's parameters before a companion's: see acceptingStatement. */
 const ACCEPTING_PARAMETERS = 35;
 
@@ -87,8 +97,9 @@ function acceptingStatement(companions: readonly CompanionInsert[]): string {
   INSERT INTO attachments (message_id, filename, content_type, size)
   SELECT * FROM unnest($25::uuid[], $26::text[], $27::text[], $28::integer[])
 ), event AS (
-  INSERT INTO events (message_id, tenant_id, tag, route, type, detail)
-  SELECT * FROM unnest($29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[], $34::jsonb[])
+  INSERT INTO events (message_id, tenant_id, tag, route, type, detail, webhooks_dispatched)
+  SELECT e.*, ${bornDispatched('e.tenant_id')}
+    FROM unnest($29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[], $34::jsonb[]) AS e (message_id, tenant_id, tag, route, type, detail)
 )${withs.join('')}
 SELECT ${checks.join(', ')}`;
 }
@@ -357,8 +368,8 @@ export function finalAttemptsStatement(db: Executor, list: readonly FinalAttempt
         FROM locked JOIN input i USING (id)
        WHERE msg.id = locked.id
     ), event AS (
-      INSERT INTO events (message_id, tenant_id, tag, route, type, detail)
-      SELECT i.id, i.tenant_id, i.tag, i.event_route, i.event_type, i.detail
+      INSERT INTO events (message_id, tenant_id, tag, route, type, detail, webhooks_dispatched)
+      SELECT i.id, i.tenant_id, i.tag, i.event_route, i.event_type, i.detail, ${sql.raw(bornDispatched('i.tenant_id'))}
         FROM locked JOIN input i USING (id)
     )
     SELECT id::text AS id FROM locked`;

@@ -14,12 +14,16 @@ import type { Context } from '../../src/context.ts';
 import { insertEvent } from '../../src/db/messages.repository.ts';
 import { createLogger } from '../../src/log.ts';
 import { commitMessage } from '../../src/pipeline/commit.ts';
+import { processJob } from '../../src/delivery/deliver.ts';
+import { createTransport, TransportCache } from '../../src/delivery/transports/index.ts';
+import { createRoute } from '../../src/services/routes.service.ts';
 import { createTenant } from '../../src/services/tenants.service.ts';
 import { sendTestEvent } from '../../src/services/webhooks.service.ts';
 import { dispatchBatch } from '../../src/webhooks/dispatcher.ts';
 import { WEBHOOK_QUEUE, type DisablePolicy, type RetryPolicy } from '../../src/webhooks/policy.ts';
 import { targetPolicy, type HostLookup } from '../../src/webhooks/target.ts';
 import { ensureWebhookQueue, startWebhooks, type WebhookWorker } from '../../src/webhooks/worker.ts';
+import { acceptedMessage } from '../helpers/accepted.ts';
 import { testContext, type TestContext } from '../helpers/context.ts';
 import { callJson, type Reply } from '../helpers/http.ts';
 import { eventually } from '../helpers/relay.ts';
@@ -331,6 +335,33 @@ describe('webhook delivery', () => {
     }
     assert.ok((await dispatchBatch(deps, 1000)) > 0);
     assert.equal((await deliveries(t, ep.id)).length, 1);
+  });
+
+  test("a tenant without an active endpoint has its events written dispatched; one with an endpoint's wait for the dispatcher", async () => {
+    const quiet = await tenant('born-dispatched');
+    const loud = await tenant('born-pending');
+    const ep = await endpoint(loud, { url: receiver.url('/born'), events: ['accepted', 'sent'] });
+    const captureRoute = (t: { id: string }) => createRoute(ctx.db, ctx.box, t.id, { name: 'capture', transport: 'capture' });
+    const transports = new TransportCache((r) => createTransport(r, { box: ctx.box, hostname: 'relay.test' }));
+    const flags = async (id: string) =>
+      (await ctx.db.selectFrom('events').select(['type', 'webhooks_dispatched']).where('message_id', '=', id).orderBy('id').execute()).map((e) => `${e.type}:${e.webhooks_dispatched}`);
+    const ids: Record<string, string> = {};
+    for (const [name, t] of [['quiet', quiet], ['loud', loud]] as const) {
+      // Through both statements that write events: the accepting one and a delivery's final record.
+      const route = await captureRoute(t);
+      const m = acceptedMessage(route);
+      await commitMessage(ctx, m);
+      await processJob({ ctx, transports, deadlineMs: 10_000, shutdown: new AbortController().signal }, { id: m.id, data: { messageId: m.id } });
+      ids[name] = m.id;
+    }
+    await transports.closeAll();
+    assert.deepEqual(await flags(ids.quiet), ['accepted:true', 'sent:true']);
+    assert.deepEqual(await flags(ids.loud), ['accepted:false', 'sent:false']);
+    // The dispatcher takes the endpoint's tenant's events as before, and no other.
+    const deps = { db: ctx.db, boss: ctx.boss, log: ctx.log, retry: FAST(3) };
+    while ((await dispatchBatch(deps, 1000)) > 0);
+    assert.deepEqual(await flags(ids.loud), ['accepted:true', 'sent:true']);
+    assert.deepEqual((await deliveries(loud, ep.id)).map((d: { type: string }) => d.type).sort(), ['accepted', 'sent']);
   });
 
   test('concurrent dispatchers create each delivery once, and each event is delivered once per endpoint', async () => {
