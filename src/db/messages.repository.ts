@@ -61,9 +61,14 @@ export interface CompanionInsert {
  * matches active endpoints only), so it never claims it. Most tenants have none, and the claim was
  * an UPDATE of every event: 0.05 ms of PostgreSQL's CPU per message, and two row versions more to
  * vacuum. An endpoint receives the events of statements that begin after it was created.
+ *
+ * `tenantIds` (an SQL condition on w.tenant_id) names the statement's tenants, so that the
+ * endpoints are read once per statement (a hashed subplan): a NOT EXISTS per event row made the
+ * accepting statement slower enough to cost 7% of accepting at 10 clients (npm run bench,
+ * alternately: 1,230-1,238 against 1,341-1,343/s).
  */
-const bornDispatched = (tenantId: string): string =>
-  `NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = ${tenantId} AND w.status = 'active')`;
+const bornDispatched = (tenantId: string, tenantIds: string): string =>
+  `NOT (${tenantId} IN (SELECT w.tenant_id FROM webhook_endpoints w WHERE ${tenantIds} AND w.status = 'active'))`;
 
 /** The accepting statement's parameters before a companion's: see acceptingStatement. */
 const ACCEPTING_PARAMETERS = 35;
@@ -98,7 +103,7 @@ function acceptingStatement(companions: readonly CompanionInsert[]): string {
   SELECT * FROM unnest($25::uuid[], $26::text[], $27::text[], $28::integer[])
 ), event AS (
   INSERT INTO events (message_id, tenant_id, tag, route, type, detail, webhooks_dispatched)
-  SELECT e.*, ${bornDispatched('e.tenant_id')}
+  SELECT e.*, ${bornDispatched('e.tenant_id', 'w.tenant_id = ANY($30::uuid[])')}
     FROM unnest($29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[], $34::jsonb[]) AS e (message_id, tenant_id, tag, route, type, detail)
 )${withs.join('')}
 SELECT ${checks.join(', ')}`;
@@ -369,7 +374,7 @@ export function finalAttemptsStatement(db: Executor, list: readonly FinalAttempt
        WHERE msg.id = locked.id
     ), event AS (
       INSERT INTO events (message_id, tenant_id, tag, route, type, detail, webhooks_dispatched)
-      SELECT i.id, i.tenant_id, i.tag, i.event_route, i.event_type, i.detail, ${sql.raw(bornDispatched('i.tenant_id'))}
+      SELECT i.id, i.tenant_id, i.tag, i.event_route, i.event_type, i.detail, ${sql.raw(bornDispatched('i.tenant_id', 'w.tenant_id IN (SELECT tenant_id FROM input)'))}
         FROM locked JOIN input i USING (id)
     )
     SELECT id::text AS id FROM locked`;
