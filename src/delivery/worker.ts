@@ -117,15 +117,24 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
   // auto_explain, end to end at 50 clients); its plain completion looks the jobs up by key.
   const handler = async (jobs: Job<DeliveryJobData>[]): Promise<void> => {
     const batch = new BatchLoad(ctx, jobs.flatMap((j) => (j.data.messageId ? [j.data.messageId] : [])));
-    const results: Promise<unknown>[] = [];
+    // Each settles without rejecting, so that none is left unhandled while the loop waits on
+    // another; a job that could not even be failed fails the batch once all have settled.
+    const settled: Promise<void>[] = [];
+    let unfailed: unknown;
     for (const [i, job] of jobs.entries()) {
-      if (i >= RECORDS_AHEAD) await results[i - RECORDS_AHEAD];
+      if (i >= RECORDS_AHEAD) await settled[i - RECORDS_AHEAD];
       const sent = sendJob(deps, job, batch);
-      results.push(sent.then((s) => s.recorded).catch((err: unknown) => failJob(job, err)));
+      settled.push(
+        sent
+          .then((s) => s.recorded)
+          .catch((err: unknown) => failJob(job, err))
+          .catch((err: unknown) => void (unfailed ??= err)),
+      );
       // The next job waits for this one's upstream exchange, not for its record.
       await sent.catch(() => {});
     }
-    await Promise.all(results);
+    await Promise.all(settled);
+    if (unfailed !== undefined) throw unfailed;
   };
 
   /** A job whose attempt could not be recorded goes back to pg-boss as failed, to be retried. */
@@ -136,9 +145,10 @@ export async function startDelivery(ctx: Context, options: DeliveryOptions = {})
       // Fenced to this attempt (its retryCount), as pg-boss's own settling.
       await ctx.boss.fail(job.name, { id: job.id, retryCount: job.retryCount }, { error });
     } catch (failErr) {
-      // Still active, it must not be completed with the batch: the handler throws, and pg-boss
-      // fails the whole batch instead (or, with PostgreSQL gone, the claims lapse). A job of it
-      // whose attempt was recorded then runs again only to find its message no longer waiting.
+      // Still active, it must not be completed with the batch: the handler throws once the
+      // batch has settled, and pg-boss fails the whole batch instead (or, with PostgreSQL gone,
+      // the claims lapse). A job of it whose attempt was recorded then runs again only to find
+      // its message no longer waiting.
       ctx.log.error({ err: (failErr as Error).message, job: job.id }, 'failing a delivery job failed; its batch is failed');
       throw failErr;
     }
