@@ -178,6 +178,17 @@ export async function createDatabase(serverUrl: string, name: string): Promise<s
   return url.toString();
 }
 
+/** Writes every dirty page back (CHECKPOINT) on the server of `url`. */
+export async function checkpoint(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query('CHECKPOINT');
+  } finally {
+    await client.end();
+  }
+}
+
 export interface BenchTenant {
   key: string;
   domain: string;
@@ -197,6 +208,23 @@ export async function setupTenant(env: NodeJS.ProcessEnv, sinkPort: number): Pro
   await cli(env, ['domain', 'add', 'bench', domain, '--verified']);
   await cli(env, ['route', 'create', 'bench', 'sink', '--transport', 'smtp', '--config', JSON.stringify({ host: '127.0.0.1', port: sinkPort, pool: true })]);
   return { key: String(key.key), domain };
+}
+
+/**
+ * Takes the DKIM key away from the bench tenant's domain (txrelay generates one for every domain
+ * it adds, and signs whatever a domain with a key sends): for the end-to-end figure without the
+ * RSA signature, which the Postfix it is compared with does not make. Run before the relay starts
+ * (the relay caches its sending domains).
+ */
+export async function removeDkimKey(databaseUrl: string, domain: string): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const r = await client.query('UPDATE domains SET dkim_selector = NULL, dkim_public_key = NULL, dkim_private_key_enc = NULL WHERE name = $1', [domain]);
+    if (r.rowCount !== 1) throw new Error(`removeDkimKey: domain ${domain} not found`);
+  } finally {
+    await client.end();
+  }
 }
 
 export class RelayProcess {
