@@ -1,7 +1,7 @@
 // The webhook role of a worker process: the dispatcher (events → deliveries and jobs) and the
 // consumer of the `webhooks` queue, which makes one attempt per job and records it. A failed
 // attempt fails the job, and pg-boss retries it on the policy's schedule (policy.ts).
-import type { JobResult, JobWithMetadata, PgBoss } from 'pg-boss';
+import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Context } from '../context.ts';
 import type { Executor } from '../db/database.ts';
 import * as webhooks from '../db/webhooks.repository.ts';
@@ -53,13 +53,33 @@ export async function startWebhooks(ctx: Context, options: WebhookOptions = {}):
     lookup: options.lookup,
     timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
   };
-  // Each job of a batch is sent at once and settled on its own.
-  const handler = async (jobs: JobWithMetadata<WebhookJobData>[]): Promise<JobResult[]> => await Promise.all(jobs.map((job) => settle(deps, job)));
+  // Each job of a batch is sent at once and settled on its own: one to be retried is failed
+  // here (fenced to its attempt), and pg-boss completes the rest together once the handler
+  // returns (its completion skips a job no longer active). Not pg-boss's perJobResults, which
+  // settles them the same way but through a JSON recordset the planner takes for a hundred rows,
+  // and so joins to a scan of the queue's whole table, a day of finished jobs included (WEBHOOK_JOB_OPTIONS):
+  // the delivery queues had the same plan (src/delivery/worker.ts). A job that could not even be
+  // failed fails the batch once every job has settled.
+  const handler = async (jobs: JobWithMetadata<WebhookJobData>[]): Promise<void> => {
+    let unfailed: unknown;
+    await Promise.all(
+      jobs.map(async (job) => {
+        const output = await settle(deps, job);
+        if (!output) return;
+        try {
+          await ctx.boss.fail(WEBHOOK_QUEUE, { id: job.id, retryCount: job.retryCount }, output);
+        } catch (err) {
+          ctx.log.error({ err: (err as Error).message, job: job.id }, 'failing a webhook job failed; its batch is failed');
+          unfailed ??= err;
+        }
+      }),
+    );
+    if (unfailed !== undefined) throw unfailed;
+  };
   const workId = await ctx.boss.work(
     WEBHOOK_QUEUE,
     {
       includeMetadata: true,
-      perJobResults: true,
       batchSize: FETCH_BATCH,
       localConcurrency: Math.max(1, Math.ceil((options.slots ?? 20) / FETCH_BATCH)),
       groupConcurrency: PER_ENDPOINT,
@@ -81,12 +101,15 @@ export async function startWebhooks(ctx: Context, options: WebhookOptions = {}):
   };
 }
 
-/** Runs one job; never throws: pg-boss is told to retry it or not. */
-async function settle(deps: SendDeps, job: JobWithMetadata<WebhookJobData>): Promise<JobResult> {
+/**
+ * Runs one job; never throws. Undefined when it is done (pg-boss completes it with its batch),
+ * else the output to fail it with, for pg-boss to retry it.
+ */
+async function settle(deps: SendDeps, job: JobWithMetadata<WebhookJobData>): Promise<object | undefined> {
   const { ctx } = deps;
   try {
     const outcome = await processWebhookJob(deps, job);
-    return { id: job.id, status: outcome === 'retry' ? 'failed' : 'completed', output: { outcome } };
+    return outcome === 'retry' ? { outcome } : undefined;
   } catch (err) {
     // Our own trouble (the database, a secret that no longer opens): pg-boss retries the job and
     // the attempt is made again. After the last try the delivery must not stay pending.
@@ -98,7 +121,7 @@ async function settle(deps: SendDeps, job: JobWithMetadata<WebhookJobData>): Pro
         .finishDelivery(ctx.db, job.data.deliveryId, 'failed', `internal error: ${message}`)
         .catch((e: unknown) => ctx.log.error({ err: (e as Error).message, job: job.id }, 'marking a webhook delivery failed did not work'));
     }
-    return { id: job.id, status: 'failed', output: { error: message } };
+    return { error: message };
   }
 }
 

@@ -319,6 +319,32 @@ describe('webhook delivery', () => {
     assert.ok(logged.join('').includes('webhook job failed; no retries left'));
   });
 
+  test('a job to retry that pg-boss cannot fail stays active: it is not completed with its batch', async () => {
+    const t = await tenant('unfailable');
+    const ep = await endpoint(t, { url: receiver.url('/unfailable'), events: ['accepted'] });
+    receiver.answer = () => ({ status: 500, body: 'down' });
+    // pg-boss fails a job by deleting it and inserting it again as a retry: refuse the delete.
+    await sql`CREATE FUNCTION test_refuse_webhook_fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$`.execute(ctx.db);
+    await sql`CREATE TRIGGER refuse_webhook_fail BEFORE DELETE ON pgboss.job FOR EACH ROW WHEN (OLD.name = 'webhooks') EXECUTE FUNCTION test_refuse_webhook_fail()`.execute(ctx.db);
+    try {
+      await work({ retry: FAST(3) });
+      await message(t);
+      await eventually(async () => logged.join('').includes('failing a webhook job failed; its batch is failed'), 30_000, 'the failed fail to be logged');
+      const [d] = await deliveries(t, ep.id);
+      assert.equal(d.status, 'pending');
+      assert.equal(d.attempts, 1);
+      const job = await sql<{ state: string }>`SELECT state FROM pgboss.job WHERE name = 'webhooks' AND data->>'deliveryId' = ${d.id}`.execute(ctx.db);
+      assert.deepEqual(job.rows.map((r) => r.state), ['active']);
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+      workers = [];
+      await sql`DROP TRIGGER refuse_webhook_fail ON pgboss.job`.execute(ctx.db);
+      await sql`DROP FUNCTION test_refuse_webhook_fail()`.execute(ctx.db);
+      // Not to be retried once its claim lapses, during the tests after this one.
+      await sql`DELETE FROM pgboss.job WHERE name = 'webhooks' AND data->>'deliveryId' IN (SELECT d.id::text FROM webhook_deliveries d WHERE d.endpoint_id = ${ep.id})`.execute(ctx.db);
+    }
+  });
+
   test('a dispatch that cannot queue its jobs rolls back: the events wait for the next pass', async () => {
     const t = await tenant('rollback');
     const ep = await endpoint(t, { url: receiver.url('/rollback'), events: ['accepted'] });
