@@ -35,7 +35,8 @@ export interface Sample {
 
 /**
  * txrelay-accept, txrelay-e2e, postfix (accepted/s and e2e/s of the same runs) and smtp-server
- * per cell; txrelay-e2e-unsigned on the first size's reused cells; pg-commit per size and concurrency (pgCells); txrelay-deliver once.
+ * per cell; txrelay-e2e-unsigned on the first size's reused cells; pg-commit per size and
+ * concurrency (pgCells); txrelay-deliver once.
  */
 export type FigureName = 'txrelay-accept' | 'txrelay-e2e' | 'txrelay-e2e-unsigned' | 'txrelay-deliver' | 'postfix' | 'smtp-server' | 'pg-commit';
 

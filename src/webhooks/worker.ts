@@ -57,9 +57,9 @@ export async function startWebhooks(ctx: Context, options: WebhookOptions = {}):
   // here (fenced to its attempt), and pg-boss completes the rest together once the handler
   // returns (its completion skips a job no longer active). Not pg-boss's perJobResults, which
   // settles them the same way but through a JSON recordset the planner takes for a hundred rows,
-  // and so joins to a scan of the queue's whole table, a day of finished jobs included (WEBHOOK_JOB_OPTIONS):
-  // the delivery queues had the same plan (src/delivery/worker.ts). A job that could not even be
-  // failed fails the batch once every job has settled.
+  // and so joins to a scan of the queue's whole table, a day of finished jobs included
+  // (WEBHOOK_JOB_OPTIONS): the delivery queues had the same plan (src/delivery/worker.ts). A job
+  // that could not even be failed fails the batch once every job has settled.
   const handler = async (jobs: JobWithMetadata<WebhookJobData>[]): Promise<void> => {
     let unfailed: unknown;
     await Promise.all(
