@@ -21,7 +21,7 @@ import type { MimeCompression } from './schema.ts';
 export const COMPRESS_FROM_BYTES = 16 * 1024;
 
 /** True when this runtime has zstd (Node 22.15 and later). */
-export const zstdAvailable = typeof zlib.zstdCompressSync === 'function';
+const zstdAvailable = typeof zlib.zstdCompressSync === 'function';
 
 /** zstd's fastest level: most of pglz's ratio on mail (HTML and base64), at several times its speed. */
 const COMPRESS_OPTIONS: zlib.ZstdOptions = { params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 } };

@@ -6,9 +6,9 @@ import type { Context } from '../context.ts';
 import { GroupedWrites } from '../db/grouped-writes.ts';
 import { findByIdempotencyKey, insertAcceptedMessages, writeMimePieces, type AcceptedRows, type AttachmentInfo } from '../db/messages.repository.ts';
 import type { Verdict } from '../db/schema.ts';
+import { storedMime, type StoredMime } from '../db/stored-mime.ts';
 import { deliveryJobsInsert, ensureQueue } from '../queue.ts';
 import { isUniqueViolation } from '../services/errors.ts';
-import { storedMime, type StoredMime } from '../db/stored-mime.ts';
 
 export interface AcceptedMessage {
   id: string;
